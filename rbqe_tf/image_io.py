@@ -1,0 +1,83 @@
+"""Reading and safely writing images; every problem becomes a one-line ImageError.
+
+Images are NumPy arrays in RGB order: [H, W] (gray), [H, W, 3] (RGB) or
+[H, W, 4] (RGBA), dtype uint8 or uint16.
+"""
+import os
+import tempfile
+
+import cv2
+import numpy as np
+
+
+class ImageError(Exception):
+    """A user-facing problem with one image file (message names the file)."""
+
+
+def read_image(path):
+    """Decodes ``path`` to an RGB(A)/gray uint8 or uint16 array, or raises ImageError."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ImageError(f"{path}: is a directory, not an image")
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if data.size == 0:
+        raise ImageError(f"{path}: empty file")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{path}: unsupported sample type {image.dtype} (need 8- or 16-bit)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3:
+        if image.shape[2] == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        elif image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+        else:
+            raise ImageError(f"{path}: unsupported channel count {image.shape[2]}")
+    return image
+
+
+def write_image(path, image, overwrite=False):
+    """Writes ``image`` (RGB(A)/gray, uint8/uint16) atomically: temp file, then rename.
+
+    Refuses to replace an existing file unless ``overwrite``; a crash never leaves
+    a half-written file at ``path``.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise ImageError(f"{path}: exists (use --overwrite to replace it)")
+    ext = os.path.splitext(path)[1].lower() or ".png"
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    ok, encoded = cv2.imencode(ext, image)
+    if not ok:
+        raise ImageError(f"{path}: cannot encode image as {ext}")
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=directory)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded.tobytes())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if another process created path meanwhile
+            os.unlink(tmp)
+    except FileExistsError:
+        os.unlink(tmp)
+        raise ImageError(f"{path}: exists (use --overwrite to replace it)") from None
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None

@@ -1,0 +1,27 @@
+"""rbqe_tf: resource-efficient blind quality enhancement of compressed images."""
+from setuptools import find_packages, setup
+
+setup(
+    name="rbqe_tf",
+    version="0.1.0",
+    description="RBQE (ECCV 2020) in TensorFlow/Keras: multi-exit blind enhancement "
+    "of JPEG/HEVC-compressed images with early exit and TFLite export.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["rbqe_tf*", "datasets*", "export*"]),
+    package_data={"rbqe_tf": ["weights/*"]},
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.12,<4",
+        "tf-keras>=2.21,<2.22",
+        "tensorflow-model-optimization>=0.8.1",
+        "ai-edge-litert>=2.3",
+        "numpy>=1.26",
+        "opencv-python-headless>=4.9",
+        "absl-py>=1.2",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "plots": ["matplotlib>=3.8"],
+    },
+)
