@@ -1,0 +1,220 @@
+"""The RBQE multi-exit nested U-Net (DESIGN §1) as a Keras 3 functional model.
+
+Node ``x[i, j]`` sits on resolution level ``i`` (0 = full size) in column ``j``
+(0 = encoder). Step ``k`` computes ``x[k, 0]``, the diagonal ``x[k-1, 1] … x[0, k]``
+and exit ``k``; later steps reuse everything earlier ones computed. The same layer
+objects build the monolithic model (all exits as outputs) and the five stage
+models used for staged early exit, so both always share weights.
+
+Layer names are deterministic: ``enc_2_conv1``, ``dec_1_3_sep1_dw``,
+``dec_1_3_eca_low``, ``exit_4_pw``; the exit outputs are the layers ``exit_1`` …
+"""
+import numpy as np
+import keras
+from keras import layers, ops
+
+from rbqe_tf.config import RBQEConfig, get_config
+
+
+@keras.saving.register_keras_serializable(package="rbqe_tf")
+class ECA(layers.Layer):
+    """Efficient channel attention: global mean → 1-D conv (k=3, no bias) across
+    channels → sigmoid → channel scale.
+
+    The 1-D conv is applied as a 1×1 conv with a banded C×C kernel built from the
+    three weights (a constant after conversion), so TFLite sees MEAN, CONV_2D,
+    LOGISTIC and MUL only. Weight order matches PyTorch ``Conv1d(1, 1, 3, padding=1)``:
+    ``out[c] = w0·x[c-1] + w1·x[c] + w2·x[c+1]``.
+    """
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(3,), initializer="glorot_uniform")
+        c = input_shape[-1]
+        self._bands = np.stack([np.eye(c, k=1), np.eye(c), np.eye(c, k=-1)]).astype("float32")
+
+    def call(self, x):
+        band = ops.tensordot(ops.cast(self.kernel, x.dtype), ops.cast(self._bands, x.dtype), 1)
+        pooled = ops.mean(x, axis=(1, 2), keepdims=True)
+        attention = ops.sigmoid(ops.conv(pooled, band[None, None], padding="valid"))
+        return x * attention
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def node_keys(step):
+    """Keys (i, j) of the nodes that step ``step`` creates: x[step, 0] then the diagonal."""
+    return [(step - j, j) for j in range(step + 1)]
+
+
+class _Graph:
+    """Builds the RBQE graph step by step with named layers.
+
+    ``get_layer(name, factory)`` returns the layer called ``name``, creating it with
+    ``factory()`` the first time; the monolithic model creates layers, stage models
+    fetch the same ones.
+    """
+
+    def __init__(self, cfg, get_layer):
+        self.cfg = cfg
+        self.get = get_layer
+
+    def conv(self, name, x, filters, relu=True, strides=1):
+        act = "relu" if relu else None
+        if strides == 2:  # PyTorch padding=1 on all sides; Keras "same" pads bottom/right only
+            x = self.get(f"{name}_pad", lambda: layers.ZeroPadding2D(1, name=f"{name}_pad"))(x)
+            return self.get(name, lambda: layers.Conv2D(
+                filters, 3, strides=2, padding="valid", activation=act, name=name))(x)
+        return self.get(name, lambda: layers.Conv2D(
+            filters, 3, padding="same", activation=act, name=name))(x)
+
+    def sep_conv(self, name, x, filters, relu=True):
+        """Depthwise 3×3 then pointwise 1×1, each with a bias (or a plain 3×3 conv)."""
+        if not self.cfg.separable_decoder:
+            return self.conv(name, x, filters, relu)
+        x = self.get(f"{name}_dw", lambda: layers.DepthwiseConv2D(
+            3, padding="same", name=f"{name}_dw"))(x)
+        return self.get(f"{name}_pw", lambda: layers.Conv2D(
+            filters, 1, activation="relu" if relu else None, name=f"{name}_pw"))(x)
+
+    def eca(self, name, x, enabled=True):
+        if not (self.cfg.eca and enabled):
+            return x
+        return self.get(name, lambda: ECA(name=name))(x)
+
+    def encoder(self, level, nodes, y):
+        f = self.cfg.features
+        if level == 0:
+            x = self.conv("enc_0_conv1", y, f)
+            return self.conv("enc_0_conv2", x, f)
+        x = self.eca(f"enc_{level}_eca", nodes[(level - 1, 0)])
+        x = self.conv(f"enc_{level}_conv1", x, f)
+        x = self.conv(f"enc_{level}_conv2", x, f)
+        return self.conv(f"enc_{level}_down", x, f, strides=2)
+
+    def decoder(self, i, j, nodes, eca_low):
+        f, name = self.cfg.features, f"dec_{i}_{j}"
+        same = [self.eca(f"{name}_eca_{m}", nodes[(i, m)]) for m in range(j)]
+        low = self.eca(f"{name}_eca_low", nodes[(i + 1, j - 1)], eca_low)
+        low = self.get(f"{name}_up", lambda: layers.Conv2DTranspose(
+            f, 2, strides=2, activation="relu", name=f"{name}_up"))(low)
+        x = self.get(f"{name}_concat", lambda: layers.Concatenate(name=f"{name}_concat"))(
+            same + [low])
+        x = self.sep_conv(f"{name}_sep1", x, f)
+        return self.sep_conv(f"{name}_sep2", x, f)
+
+    def exit(self, k, x, y, eca):
+        x = self.eca(f"exit_{k}_eca", x, eca)
+        x = self.sep_conv(f"exit_{k}", x, self.cfg.channels, relu=False)
+        return self.get(f"exit_{k}", lambda: layers.Add(name=f"exit_{k}"))([x, y])
+
+    def step(self, k, nodes, y):
+        """Adds step ``k``'s nodes to ``nodes`` and returns exit ``k``."""
+        full_eca = self.cfg.eca_last_step or k < self.cfg.num_exits
+        nodes[(k, 0)] = self.encoder(k, nodes, y)
+        for i, j in node_keys(k)[1:]:
+            nodes[(i, j)] = self.decoder(i, j, nodes, full_eca)
+        return self.exit(k, nodes[(0, k)], y, full_eca)
+
+    def first_step(self, nodes, y):
+        nodes[(0, 0)] = self.encoder(0, nodes, y)
+        return self.step(1, nodes, y)
+
+
+def _feature_input(cfg, key, input_size):
+    i, j = key
+    h, w = input_size
+    size = (None if h is None else h >> i, None if w is None else w >> i)
+    return keras.Input((*size, cfg.features), name=f"x_{i}_{j}")
+
+
+@keras.saving.register_keras_serializable(package="rbqe_tf")
+class RBQE(keras.Model):
+    """Multi-exit RBQE network: input ``y`` [N, H, W, C] in [0, 1] → list of exits.
+
+    H and W must be multiples of ``config.size_multiple`` (32 for six levels).
+    ``input_size=(H, W)`` fixes the spatial shape (for MAC counting and fixed-shape
+    export); ``None`` entries stay dynamic.
+    """
+
+    def __init__(self, channels=1, features=32, num_levels=6, separable_decoder=True,
+                 eca=True, eca_last_step=False, input_size=(None, None), name="rbqe", **kwargs):
+        cfg = RBQEConfig(channels=channels, features=features, num_levels=num_levels,
+                         separable_decoder=separable_decoder, eca=eca,
+                         eca_last_step=eca_last_step)
+        input_size = tuple(input_size)
+        created = {}
+
+        def create(layer_name, factory):
+            if layer_name not in created:
+                created[layer_name] = factory()
+            return created[layer_name]
+
+        graph = _Graph(cfg, create)
+        y = keras.Input((*input_size, cfg.channels), name="y")
+        nodes = {}
+        exits = [graph.first_step(nodes, y)]
+        exits += [graph.step(k, nodes, y) for k in range(2, cfg.num_exits + 1)]
+        super().__init__(inputs=y, outputs=exits, name=name, **kwargs)
+        self.rbqe_config = cfg
+        self.input_size = input_size
+
+    def get_config(self):
+        return {**self.rbqe_config.to_dict(), "input_size": list(self.input_size),
+                "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def exit_model(self, k):
+        """Monolithic sub-model from ``y`` to exit ``k`` (1-based)."""
+        return keras.Model(self.input, self.outputs[k - 1], name=f"{self.name}_exit_{k}")
+
+    def stage_feature_keys(self, k):
+        """Keys of the features stage ``k`` creates and passes on (none from the last)."""
+        if k == self.rbqe_config.num_exits:
+            return []
+        return ([(0, 0)] if k == 1 else []) + node_keys(k)
+
+    def stage_input_keys(self, k):
+        """Keys of the features stage ``k`` consumes: all that stages < k passed on."""
+        return [key for s in range(1, k) for key in self.stage_feature_keys(s)]
+
+    def stage_models(self):
+        """Five (num_exits) models sharing this model's layers.
+
+        Stage ``k`` takes ``[y, *features of stage_input_keys(k)]`` and returns
+        ``[exit_k, *features of stage_feature_keys(k)]``.
+        """
+        cfg = self.rbqe_config
+        graph = _Graph(cfg, lambda layer_name, factory: self.get_layer(layer_name))
+        stages = []
+        for k in range(1, cfg.num_exits + 1):
+            y = keras.Input((*self.input_size, cfg.channels), name="y")
+            feature_inputs = [_feature_input(cfg, key, self.input_size)
+                              for key in self.stage_input_keys(k)]
+            nodes = dict(zip(self.stage_input_keys(k), feature_inputs))
+            exit_k = graph.first_step(nodes, y) if k == 1 else graph.step(k, nodes, y)
+            outputs = [exit_k] + [nodes[key] for key in self.stage_feature_keys(k)]
+            stages.append(keras.Model([y] + feature_inputs, outputs, name=f"stage_{k}"))
+        return stages
+
+
+def build_model(variant="rbqe", input_size=(None, None), **overrides):
+    """Builds the named variant (``rbqe``, ``tiny``) with config ``overrides``."""
+    cfg = get_config(variant, **overrides)
+    return RBQE(**cfg.to_dict(), input_size=input_size, name=variant)
+
+
+def run_stages(stages, y, last=None):
+    """Runs stages 1..``last`` eagerly on ``y``; returns the list of exits."""
+    last = last or len(stages)
+    y = ops.convert_to_tensor(y)
+    features, exits = [], []
+    for stage in stages[:last]:
+        out = stage([y] + features, training=False)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        exits.append(out[0])
+        features += list(out[1:])
+    return exits

@@ -1,0 +1,161 @@
+"""Network topology, parameter counts, MAC counts and staged execution."""
+import itertools
+
+import numpy as np
+import pytest
+
+import keras
+from rbqe_tf.config import get_config
+from rbqe_tf.macs import count_macs, macs_per_exit, macs_per_stage
+from rbqe_tf.model import RBQE, build_model, run_stages
+
+
+@pytest.fixture(scope="module")
+def rbqe():
+    return build_model("rbqe")
+
+
+def _expected_params(f=32, c=1, levels=6, eca_last_step=False):
+    """Parameter count derived by hand from DESIGN §1 (two-bias separable convs)."""
+    conv3 = lambda cin, cout: 9 * cin * cout + cout  # noqa: E731
+    sep = lambda cin, cout: 10 * cin + cin * cout + cout  # noqa: E731
+    exits = levels - 1
+    encoder = conv3(c, f) + conv3(f, f) + exits * 3 * conv3(f, f)
+    decoder = sum(4 * f * f + f + sep((j + 1) * f, f) + sep(f, f)
+                  for j in range(1, exits + 1) for _ in range(exits + 1 - j))
+    heads = exits * sep(f, c)
+    # One 3-weight ECA per use: encoder inputs, decoder inputs, heads; the paper's
+    # last step skips the ECA on its lower inputs and on its head.
+    uses = exits + sum((j + 1) * (exits + 1 - j) for j in range(1, exits + 1)) + exits
+    if not eca_last_step:
+        uses -= exits + 1
+    return encoder + decoder + heads + 3 * uses
+
+
+def test_rbqe_parameter_count(rbqe):
+    assert rbqe.count_params() == 300_455 == _expected_params()
+
+
+def test_per_exit_parameter_counts(rbqe):
+    # Monolithic path to each exit.
+    assert [rbqe.exit_model(k).count_params() for k in range(1, 6)] == [
+        45_901, 91_455, 147_933, 216_682, 299_031]
+    # Progressive execution also holds the earlier heads: the paper's 45.9k / 91.8k /
+    # 148.6k / 217.8k / 300.5k.
+    sizes, cumulative = {}, []
+    for stage in rbqe.stage_models():
+        sizes.update({id(w): int(np.prod(w.shape)) for w in stage.weights})
+        cumulative.append(sum(sizes.values()))
+    assert [round(n / 100) / 10 for n in cumulative] == [45.9, 91.8, 148.6, 217.8, 300.5]
+    assert cumulative[-1] == 300_455
+
+
+@pytest.mark.parametrize("overrides", [dict(eca_last_step=True), dict(features=8, num_levels=4)])
+def test_parameter_count_of_other_configs(overrides):
+    model = build_model("rbqe", **overrides)
+    expected = _expected_params(f=overrides.get("features", 32),
+                                levels=overrides.get("num_levels", 6),
+                                eca_last_step=overrides.get("eca_last_step", False))
+    assert model.count_params() == expected
+
+
+def test_tiny_variant_is_small_with_same_topology():
+    tiny = build_model("tiny")
+    assert 1_000 < tiny.count_params() < 10_000
+    assert len(tiny.outputs) == 5
+    assert [l.name for l in tiny.layers] == [l.name for l in build_model("rbqe").layers]
+
+
+def test_deterministic_layer_names(rbqe):
+    names = {l.name for l in rbqe.layers}
+    for expected in ["enc_0_conv1", "enc_2_down", "dec_1_3_sep1_dw", "dec_1_3_eca_low",
+                     "exit_4", "exit_4_pw", "exit_5"]:
+        assert expected in names
+    assert "dec_4_1_eca_low" not in names and "exit_5_eca" not in names  # paper's last step
+    assert rbqe.output_names == [f"exit_{k}" for k in range(1, 6)]
+
+
+def test_unknown_variant():
+    with pytest.raises(ValueError, match="unknown variant 'huge'"):
+        build_model("huge")
+
+
+def test_config_round_trip_and_saving(tmp_path):
+    model = build_model("tiny")
+    clone = RBQE.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    y = np.random.default_rng(0).random((1, 32, 64, 1), np.float32)
+    for a, b in zip(model(y), loaded(y)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_exits_add_the_input_back():
+    model = build_model("tiny")
+    for layer in model.layers:  # zero every head: each exit must equal its input
+        if layer.name.startswith("exit_") and layer.name.endswith("_pw"):
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    y = np.random.default_rng(1).random((2, 64, 32, 1), np.float32)
+    for out in model(y):
+        np.testing.assert_allclose(np.asarray(out), y, atol=1e-7)
+
+
+def test_stages_equal_monolithic_exits():
+    model = build_model("rbqe")
+    y = np.random.default_rng(2).random((2, 64, 96, 1), np.float32)
+    stages = model.stage_models()
+    for k, (full, staged) in enumerate(zip(model(y), run_stages(stages, y)), 1):
+        np.testing.assert_allclose(np.asarray(staged), np.asarray(full), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(model.exit_model(k)(y)), np.asarray(full),
+                                   atol=1e-6)
+
+
+def test_stage_io_is_plain_tensors_in_declared_order():
+    model = build_model("tiny")
+    stages = model.stage_models()
+    for k, stage in enumerate(stages, 1):
+        assert [t.name for t in stage.inputs] == ["y"] + [
+            f"x_{i}_{j}" for i, j in model.stage_input_keys(k)]
+        assert len(stage.outputs) == 1 + len(model.stage_feature_keys(k))
+    assert model.stage_feature_keys(1) == [(0, 0), (1, 0), (0, 1)]
+    assert model.stage_feature_keys(5) == []
+
+
+def _hand_macs_exit1(h, w, f=32):
+    """Exit 1 counted by hand from DESIGN §1 (ECA scaling excluded, 1-D conv included)."""
+    full, half = h * w, h * w // 4
+    input_conv = full * f * 9 + full * f * f * 9
+    down = 2 * full * f * f * 9 + half * f * f * 9
+    up = half * f * f * 4 + full * 2 * f * 9 + full * 2 * f * f + full * f * 9 + full * f * f
+    head = full * f * 9 + full * f
+    eca = 4 * 3 * f
+    return input_conv + down + up + head + eca
+
+
+def test_mac_counter_matches_hand_count_and_published_exact_figures(rbqe):
+    per_exit = macs_per_exit(rbqe, 512, 512)
+    assert per_exit[0] == _hand_macs_exit1(512, 512)
+    # DESIGN §1, "counted exactly": 9.31 / 12.64 / 15.46 / 18.50 / 21.93 GMAC.
+    assert [round(m / 1e9, 2) for m in per_exit] == [9.31, 12.64, 15.46, 18.50, 21.93]
+    assert macs_per_exit(rbqe, 64, 128)[0] == _hand_macs_exit1(64, 128)
+
+
+def test_staged_execution_does_no_recomputation(rbqe):
+    h, w, f = 128, 96, 32
+    per_exit, per_stage = macs_per_exit(rbqe, h, w), macs_per_stage(rbqe, h, w)
+    head = h * w * (9 * f + f) + 3 * f  # ECA + separable 3x3 (32 -> 1) of exits 1..4
+    # Stages 1..k cost exactly exit k plus the heads of the exits before it.
+    for k in range(1, 6):
+        assert sum(per_stage[:k]) == per_exit[k - 1] + (k - 1) * head
+
+
+def test_mac_counter_needs_static_shapes(rbqe):
+    with pytest.raises(ValueError, match="dynamic shape"):
+        count_macs(rbqe)
+
+
+def test_get_config_variant_overrides():
+    assert get_config("tiny").features == 4
+    assert get_config("rbqe", features=16).features == 16
