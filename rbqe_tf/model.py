@@ -9,6 +9,8 @@ models used for staged early exit, so both always share weights.
 Layer names are deterministic: ``enc_2_conv1``, ``dec_1_3_sep1_dw``,
 ``dec_1_3_eca_low``, ``exit_4_pw``; the exit outputs are the layers ``exit_1`` …
 """
+import os
+
 import numpy as np
 import keras
 from keras import layers, ops
@@ -207,14 +209,38 @@ def build_model(variant="rbqe", input_size=(None, None), **overrides):
     return RBQE(**cfg.to_dict(), input_size=input_size, name=variant)
 
 
-def run_stages(stages, y, last=None):
-    """Runs stages 1..``last`` eagerly on ``y``; returns the list of exits."""
-    last = last or len(stages)
+def iterate_stages(stages, y):
+    """Runs ``stages`` in order on ``y``, yielding each exit; stop iterating to exit early."""
     y = ops.convert_to_tensor(y)
-    features, exits = [], []
-    for stage in stages[:last]:
-        out = stage([y] + features, training=False)
-        out = out if isinstance(out, (list, tuple)) else [out]
-        exits.append(out[0])
-        features += list(out[1:])
-    return exits
+    features = []
+    for stage in stages:
+        out = stage([y] + features)
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        features += out[1:]
+        yield out[0]
+
+
+def run_stages(stages, y):
+    """All exits of the staged model, as a list."""
+    return list(iterate_stages(stages, y))
+
+
+class WeightsError(Exception):
+    """A weights file that is missing, unreadable or not an RBQE model."""
+
+
+def load_model(path):
+    """Loads a ``.keras`` RBQE model saved by training (safe mode: no code execution)."""
+    path = str(path)
+    if not path.endswith(".keras"):
+        raise WeightsError(f"{path}: expected a .keras model file (as written by rbqe_tf.train)")
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path}: no such file")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:  # Keras raises many types for foreign or damaged files
+        raise WeightsError(f"{path}: cannot load model ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else 'unknown error'})") from None
+    if not isinstance(model, RBQE):
+        raise WeightsError(f"{path}: not an RBQE model ({type(model).__name__})")
+    return model
