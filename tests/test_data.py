@@ -1,0 +1,251 @@
+"""Tests of the tf.data pipelines (rbqe_tf.data) on small hand-built fixtures."""
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rbqe_tf import data
+from rbqe_tf.color import rgb_to_y_uint8
+from rbqe_tf.levels import severity
+
+P = 32
+OFFSETS = {("jpeg", 10): 11, ("jpeg", 30): 33, ("jpeg", 50): 55, ("hevc", 22): 77, ("hevc", 42): 99}
+
+
+def _noise(rng, h, w, smooth=0.0):
+    y = rng.integers(0, 256, (h, w)).astype(np.float32)
+    if smooth:
+        y = cv2.GaussianBlur(y, (0, 0), smooth) * 3 - 256
+    return np.clip(y, 0, 255).astype(np.uint8)
+
+
+def _write_built(out, gts, pairs, compress):
+    """Writes a datasets.build-style folder: gt/, <codec>/<level>/, manifest.jsonl."""
+    (out / "gt").mkdir(parents=True)
+    lines = []
+    for stem, gt in gts.items():
+        cv2.imwrite(str(out / "gt" / f"{stem}.png"), gt)
+        for codec, level in pairs:
+            rel = f"{codec}/{level}/{stem}.png"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out / rel), compress(gt, codec, level))
+            lines.append(json.dumps({
+                "stem": stem, "source": f"src/{stem}.png", "codec": codec, "level": level,
+                "gt": f"gt/{stem}.png", "path": rel, "height": gt.shape[0],
+                "width": gt.shape[1], "bytes": 0, "bpp": 0.0, "psnr": 0.0, "ssim": 0.0}))
+    (out / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _offset(gt, codec, level):
+    """A fake 'compressed' image: GT plus a known per-level offset (mod 256)."""
+    return ((gt.astype(np.int32) + OFFSETS[codec, level]) % 256).astype(np.uint8)
+
+
+@pytest.fixture
+def built(tmp_path):
+    rng = np.random.default_rng(0)
+    gts = {"a": _noise(rng, 64, 96), "b": _noise(rng, 80, 48), "tiny": _noise(rng, 24, 40)}
+    pairs = [("jpeg", 10), ("jpeg", 30), ("jpeg", 50), ("hevc", 22), ("hevc", 42)]
+    return _write_built(tmp_path / "built", gts, pairs, _offset), gts
+
+
+@pytest.fixture
+def src_dir(tmp_path):
+    rng = np.random.default_rng(1)
+    d = tmp_path / "src"
+    (d / "sub").mkdir(parents=True)
+    rgb = np.stack([_noise(rng, 72, 88, 2.0) for _ in range(3)], -1)
+    cv2.imwrite(str(d / "colour.png"), rgb[..., ::-1])
+    cv2.imwrite(str(d / "sub" / "gray.png"), _noise(rng, 96, 64, 2.0))
+    (d / "broken.png").write_bytes(b"not a png")
+    (d / "notes.txt").write_text("ignored")
+    return d, {"colour": rgb_to_y_uint8(rgb), "sub/gray": cv2.imread(str(d / "sub/gray.png"), 0)}
+
+
+def _batches(ds, n):
+    return [tuple(t.numpy() for t in b) for b in ds.take(n)]
+
+
+def _u8(x):
+    return np.round(x[..., 0] * 255).astype(np.int32)
+
+
+DIHEDRAL = [lambda x, t=t: np.flip(x.T if t >= 4 else x, [a for a, b in ((0, 1), (1, 2)) if t & b])
+            for t in range(8)]
+
+
+def _locate(patch, images, step=1):
+    """(name, y0, x0, t) such that DIHEDRAL[t](patch) is the crop at (y0, x0), or None."""
+    for name, img in images.items():
+        windows = np.lib.stride_tricks.sliding_window_view(img, (P, P))[::step, ::step]
+        for t, f in enumerate(DIHEDRAL):
+            hits = np.argwhere((windows == f(patch)).all((2, 3)))
+            if len(hits):
+                return name, hits[0][0] * step, hits[0][1] * step, t
+    return None
+
+
+def test_built_shapes_alignment_severity(built, caplog):
+    out, gts = built
+    src = data.from_built(out, codecs=("jpeg",))
+    with caplog.at_level(logging.WARNING):
+        ds = data.make_train_dataset(src, patch_size=P, batch_size=8, seed=0, augment=False)
+    assert "skipping 1 image(s) smaller than 32x32: tiny" in caplog.text
+    assert ds.element_spec[0].shape == (8, P, P, 1) and ds.element_spec[2].shape == (8,)
+    sevs = {severity("jpeg", q): q for q in (10, 30, 50)}
+    seen = set()
+    for comp, gt, sev in _batches(ds, 4):
+        assert comp.dtype == gt.dtype == sev.dtype == np.float32
+        assert 0 <= comp.min() and comp.max() <= 1 and 0 <= gt.min() and gt.max() <= 1
+        for c, g, s in zip(_u8(comp), _u8(gt), sev):
+            name, y0, x0, t = _locate(g, gts)
+            assert t == 0 and name != "tiny" and y0 % 8 == 0 and x0 % 8 == 0  # JPEG grid
+            level = sevs[float(s)]
+            # same place in the compressed image of that level: GT + the level's offset
+            np.testing.assert_array_equal(c, (g + OFFSETS["jpeg", level]) % 256)
+            seen.add(level)
+    assert seen == {10, 30, 50}
+
+
+def test_augmentation_same_for_both_and_all_eight(built):
+    out, gts = built
+    ds = data.make_train_dataset(data.from_built(out, levels=[30]), patch_size=P,
+                                 batch_size=16, seed=5)
+    transforms = set()
+    for comp, gt, _ in _batches(ds, 4):
+        for c, g in zip(_u8(comp), _u8(gt)):
+            np.testing.assert_array_equal(c, (g + OFFSETS["jpeg", 30]) % 256)  # same transform
+            transforms.add(_locate(g, gts, step=8)[3])
+    assert transforms == set(range(8))
+
+
+def test_grid_alignment_can_be_disabled(built):
+    out, gts = built
+    src = data.from_built(out, levels=[50], grid_aligned=False)
+    ds = data.make_train_dataset(src, patch_size=P, batch_size=16, seed=0, augment=False)
+    (_, gt, _), = _batches(ds, 1)
+    offsets = [_locate(g, gts)[1:3] for g in _u8(gt)]
+    assert any(y % 8 or x % 8 for y, x in offsets)
+
+
+def test_mixed_codecs_share_severity_axis(built):
+    out, _ = built
+    src = data.from_built(out, codecs=("jpeg", "hevc"), levels={"jpeg": [10, 50]})
+    assert sorted(set(zip(src.codecs, src.levels))) == [("hevc", 22), ("hevc", 42),
+                                                         ("jpeg", 10), ("jpeg", 50)]
+    ds = data.make_train_dataset(src, patch_size=P, batch_size=16, seed=0, augment=False)
+    by_sev = {}
+    for comp, gt, sev in _batches(ds, 4):
+        for c, g, s in zip(_u8(comp), _u8(gt), sev):
+            by_sev.setdefault(float(s), set()).add(int((c[0, 0] - g[0, 0]) % 256))
+    # severity 0 = JPEG QF 50 and HEVC QP 22; 4 = QF 10 and QP 42
+    assert by_sev == {0.0: {55, 77}, 4.0: {11, 99}}
+
+
+def test_determinism_start_index_and_checkpoint(built, tmp_path):
+    out, _ = built
+    src = data.from_built(out)
+    make = lambda **kw: data.make_train_dataset(src, patch_size=P, batch_size=4, **kw)  # noqa: E731
+    a, b = _batches(make(seed=3), 3), _batches(make(seed=3), 3)
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(a[0][1], _batches(make(seed=4), 1)[0][1])
+    resumed = _batches(make(seed=3, start_index=2 * 4), 1)[0]
+    np.testing.assert_array_equal(resumed[1], a[2][1])
+
+    it = iter(make(seed=3))
+    next(it)
+    ckpt = tf.train.Checkpoint(iterator=it)
+    path = ckpt.save(str(tmp_path / "ckpt" / "it"))
+    after = [next(it)[1].numpy() for _ in range(2)]
+    ckpt.restore(path)
+    np.testing.assert_array_equal(next(it)[1].numpy(), after[0])
+    np.testing.assert_array_equal(after[0], a[1][1])
+
+
+def test_on_the_fly_jpeg_matches_opencv(src_dir, caplog):
+    d, ys = src_dir
+    with caplog.at_level(logging.WARNING):
+        src = data.on_the_fly_jpeg([d], qf_range=(10, 50))
+    assert "skipped 1 unreadable image(s)" in caplog.text and "broken.png" in caplog.text
+    assert src.names == ("colour", "sub/gray") and len(src.skipped) == 1
+    np.testing.assert_array_equal(src.gt[0], ys["colour"])  # BT.601 Y of the RGB file
+    ds = data.make_train_dataset(src, patch_size=P, batch_size=16, seed=0, augment=False)
+    qfs = set()
+    for comp, gt, sev in _batches(ds, 2):
+        for c, g, s in zip(_u8(comp), _u8(gt), sev):
+            assert _locate(g, ys) is not None  # a crop of the Y plane
+            qf = round(50 - 10 * float(s))
+            assert float(s) == pytest.approx(severity("jpeg", qf))
+            ok, enc = cv2.imencode(".jpg", g.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, qf])
+            np.testing.assert_array_equal(c, cv2.imdecode(enc, cv2.IMREAD_UNCHANGED))
+            qfs.add(qf)
+    assert len(qfs) > 10 and min(qfs) >= 10 and max(qfs) <= 50
+
+
+def test_bad_arguments(built, tmp_path):
+    out, _ = built
+    src = data.from_built(out)
+    for size in (0, 100, -32, 32.0):
+        with pytest.raises(ValueError, match="multiple of 32"):
+            data.make_train_dataset(src, patch_size=size)
+    with pytest.raises(ValueError, match="no image is at least 128x128"):
+        data.make_train_dataset(src, patch_size=128)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no readable images"):
+        data.on_the_fly_jpeg(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no manifest.jsonl"):
+        data.from_built(tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"level\(s\) \[20\]"):
+        data.from_built(out, levels=[20, 30])
+    with pytest.raises(ValueError, match="outside"):
+        data.on_the_fly_jpeg(tmp_path / "empty", qf_range=(5, 50))
+
+
+def test_validation_order_and_crop(tmp_path):
+    rng = np.random.default_rng(2)
+    gts = {"b": _noise(rng, 100, 75, 1.5), "a": _noise(rng, 70, 140, 1.5)}
+    src = tmp_path / "val"
+    src.mkdir()
+    for stem, y in gts.items():
+        cv2.imwrite(str(src / f"{stem}.png"), y)
+    built = _write_built(tmp_path / "built", gts, [("jpeg", 50), ("jpeg", 20)],
+                         lambda y, codec, q: data._cv2_jpeg(y, q))
+
+    whole = data.validation_images(built, "jpeg")
+    assert [(v.level, v.name) for v in whole] == [(20, "a"), (20, "b"), (50, "a"), (50, "b")]
+    np.testing.assert_array_equal(whole[1].gt, gts["b"])
+    assert [(v.level, v.name) for v in data.validation_images(built, "jpeg")] == \
+        [(v.level, v.name) for v in whole]
+
+    cropped = data.validation_images(built, "jpeg", crop=64)
+    # 100x75 → 64x64 at (16, 0): offsets rounded down to the 8-pixel JPEG grid
+    np.testing.assert_array_equal(cropped[1].gt, gts["b"][16:80, 0:64])
+    assert cropped[0].gt.shape == (64, 64)
+    # the crop of a built image equals compressing the crop (grid-aligned offset)
+    on_the_fly = data.validation_images(src, "jpeg", levels=[50, 20], crop=64)
+    assert [(v.level, v.name) for v in on_the_fly] == [(v.level, v.name) for v in cropped]
+    for x, y in zip(on_the_fly, cropped):
+        np.testing.assert_array_equal(x.compressed, y.compressed)
+        np.testing.assert_array_equal(x.gt, y.gt)
+
+    with pytest.raises(ValueError, match="needs a built set"):
+        data.validation_images(src, "hevc")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        data.validation_images(src, "jpeg", crop=50)
+
+
+def test_real_data_smoke(shared_data):
+    ds = data.make_train_dataset(data.on_the_fly_jpeg(shared_data / "train" / "t91"),
+                                 patch_size=128, batch_size=4, seed=0)
+    comp, gt, sev = next(iter(ds))
+    assert comp.shape == gt.shape == (4, 128, 128, 1) and sev.shape == (4,)
+    val = data.validation_images(shared_data / "val" / "classic5", "jpeg", levels=[10])
+    assert len(val) == 5
+    psnr = [cv2.PSNR(v.gt, v.compressed) for v in val]
+    assert np.mean(psnr) == pytest.approx(27.82, abs=0.01)  # data/README sanity figure
