@@ -55,7 +55,7 @@ ValImage.__doc__ = "One validation image: uint8 [H, W] compressed and ground-tru
 
 
 class _Planes:
-    """uint8 2-D images packed into one flat buffer, so that a crop is one gather."""
+    """uint8 2-D images packed into one flat buffer (one tensor; crops are two slices)."""
 
     def __init__(self, images):
         self.shapes = np.array([im.shape for im in images], np.int64).reshape(-1, 2)
@@ -263,8 +263,8 @@ def _randint(key, n):
 
 def _crop(buffer, offset, width, y0, x0, size):
     """[size, size, 1] crop at (y0, x0) of the image stored at ``offset`` in ``buffer``."""
-    r = tf.range(size, dtype=tf.int64)
-    return tf.gather(buffer, offset + (y0 + r)[:, None] * width + (x0 + r)[None, :])[..., None]
+    rows = tf.reshape(tf.slice(buffer, [offset + y0 * width], [size * width]), [size, width])
+    return tf.slice(rows, [0, x0], [size, size])[..., None]
 
 
 def _dihedral(x, t):
