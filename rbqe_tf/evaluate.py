@@ -1,0 +1,166 @@
+"""``python -m rbqe_tf.evaluate``: quality, exits, cost and time of a model on a data folder.
+
+    python -m rbqe_tf.evaluate --data DIR --weights MODEL.keras [--codec jpeg|hevc]
+        [--levels 10,20,30,40,50] [--threshold T] [--json OUT.json] [--plots DIR]
+        [--calibrate [--calibrate_rule knee|max_loss]] [--max_loss_db 0.05]
+
+DIR: lossless ground-truth images (compressed here at each level) or a built set
+(manifest.jsonl). Prints a per-level table; --json writes the full report
+(docs/evaluation.md), --plots three PNGs, --calibrate the thresholds file beside the
+weights. Unreadable images are skipped and listed; fatal problems give one
+``error:`` line and exit status 2. TensorFlow loads only after the data checks, so
+those errors come at once.
+"""
+import datetime
+import json
+import math
+import os
+import sys
+
+from absl import app, flags
+
+from rbqe_tf.calibration import RULES, load_thresholds, save_threshold
+from rbqe_tf.cli import fail, import_tensorflow_quietly
+from rbqe_tf.evaluation_data import DataError, find_sources
+from rbqe_tf.plots import PlotError, require_matplotlib, write_plots
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data", None, "Folder of lossless ground-truth images, or a built set.")
+flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train.")
+flags.DEFINE_enum("codec", "jpeg", ["jpeg", "hevc"], "Codec of the compressed inputs.")
+flags.DEFINE_list("levels", None, "JPEG qualities or HEVC QPs (default: the codec's five; "
+                  "for a built set, all its levels).")
+flags.DEFINE_float("threshold", None, "Exit threshold τ (default: the calibrated one beside "
+                   "the weights, else the published one).")
+flags.DEFINE_string("json", None, "Write the full report to this JSON file.")
+flags.DEFINE_string("plots", None, "Write PNG plots into this folder (needs matplotlib).")
+flags.DEFINE_bool("calibrate", False, "Store the calibrated τ for --codec in "
+                  "<weights without .keras>.thresholds.json (other codecs kept).")
+flags.DEFINE_enum("calibrate_rule", "knee", list(RULES), "Which calibrated τ --calibrate stores.")
+flags.DEFINE_float("max_loss_db", 0.05, "Allowed mean PSNR loss against always-exit-5 for "
+                   "the max_loss rule.", lower_bound=0.0)
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def _parse_flags(argv):
+    """absl parsing with flag errors as one ``error:`` line and exit status 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(fail(str(e)))
+
+
+def _given_threshold():
+    """(τ, "flag") or (the calibrated τ beside the weights, "calibrated") or (None, "default")."""
+    if FLAGS.threshold is not None:
+        if not math.isfinite(FLAGS.threshold):
+            raise ValueError(f"--threshold must be a finite number, got {FLAGS.threshold}")
+        return FLAGS.threshold, "flag"
+    calibrated = load_thresholds(FLAGS.weights).get(FLAGS.codec)
+    return (calibrated, "calibrated") if calibrated is not None else (None, "default")
+
+
+def _calibration_entry(report):
+    cal, meta = report["calibration"], report["meta"]
+    chosen = cal[FLAGS.calibrate_rule]
+    return {"threshold": chosen["threshold"], "rule": RULES[FLAGS.calibrate_rule],
+            "max_loss_db": FLAGS.max_loss_db if FLAGS.calibrate_rule == "max_loss" else None,
+            "mean_delta_psnr": chosen["mean_delta_psnr"], "mean_gmacs": chosen["mean_gmacs"],
+            "full_mean_gmacs": cal["full_mean_gmacs"], "mean_exit": chosen["mean_exit"],
+            "data": meta["data"], "levels": meta["levels"], "num_images": meta["num_images"],
+            "date": meta["date"]}
+
+
+def _print_table(report):
+    meta, cal = report["meta"], report["calibration"]
+    print(f"{meta['codec']} τ={meta['threshold']:.4f} ({meta['threshold_source']}), "
+          f"{meta['num_images']} image(s) × {len(meta['levels'])} level(s)")
+    print(f"{'level':>5}  {'input PSNR':>10}  {'ΔPSNR of exits 1..5':<34}  {'early ΔPSNR':>11}  "
+          f"{'mean exit':>9}  {'GMACs early/full':>16}  {'ms early/full':>13}  oracle match")
+    for level, f in [*report["levels"].items(), ("all", report["overall"])]:
+        exits = " ".join(f"{d:+6.3f}" for d in f["exit_delta_psnr"])
+        gmacs = f"{f['early_exit_mean_gmacs']:.3g}/{f['full_mean_gmacs']:.3g}"
+        ms = f"{f['early_exit_ms']:.0f}/{f['full_ms']:.0f}"
+        print(f"{level:>5}  {f['input_psnr']:10.3f}  {exits:<34}  "
+              f"{f['early_exit_delta_psnr']:+11.3f}  {f['early_exit_mean_exit']:9.2f}  "
+              f"{gmacs:>16}  {ms:>13}  {f['oracle_match_rate']:12.2f}")
+    for key in ("knee", "max_loss"):
+        p = cal[key]
+        print(f"{key:>8}: τ={p['threshold']:.4f}  ΔPSNR {p['mean_delta_psnr']:+.3f} dB  "
+              f"{p['mean_gmacs']:.3g} GMACs (full {cal['full_mean_gmacs']:.3g})  "
+              f"mean exit {p['mean_exit']:.2f}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        return fail(f"unexpected argument(s): {' '.join(argv[1:])}")
+    if not FLAGS.data:
+        return fail("--data is required (a folder of lossless images or a built set)")
+    if not FLAGS.weights:
+        return fail("--weights is required: no trained model ships with this version")
+    if FLAGS.json and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.json))):
+        return fail(f"{FLAGS.json}: its folder does not exist")
+    if not os.path.isfile(FLAGS.weights):
+        return fail(f"{FLAGS.weights}: no such file")
+    try:
+        if FLAGS.plots:
+            require_matplotlib()
+        levels, sources, skipped = find_sources(FLAGS.data, FLAGS.codec, FLAGS.levels)
+        threshold, threshold_source = _given_threshold()
+    except (PlotError, DataError, ValueError) as e:
+        return fail(str(e))
+
+    import_tensorflow_quietly()
+    from rbqe_tf import iqa
+    from rbqe_tf.evaluation import (ORACLE_TOLERANCE_DB, calibrate, environment, measure,
+                                    score_fidelity, summarize)
+    from rbqe_tf.model import WeightsError, load_model
+    if threshold is None:
+        threshold = iqa.DEFAULT_THRESHOLDS[FLAGS.codec]
+    try:
+        model = load_model(FLAGS.weights)
+    except WeightsError as e:
+        return fail(str(e))
+    if model.rbqe_config.channels != 1:
+        return fail(f"{FLAGS.weights}: a {model.rbqe_config.channels}-channel model; "
+                    "evaluation needs a one-channel (Y) model")
+
+    records, unreadable = measure(model, sources, FLAGS.codec, FLAGS.progress)
+    skipped += unreadable
+    if skipped:
+        print(f"skipped {len(skipped)} image(s):", *skipped, sep="\n  ", file=sys.stderr)
+    if not records:
+        return fail(f"{FLAGS.data}: no readable images")
+    report = {**summarize(records, threshold),
+              "score_fidelity": score_fidelity(records),
+              "calibration": calibrate(records, FLAGS.max_loss_db),
+              "meta": {"codec": FLAGS.codec, "threshold": threshold,
+                       "threshold_source": threshold_source,
+                       "weights": os.path.abspath(FLAGS.weights), "model": model.name,
+                       "levels": levels, "data": os.path.abspath(FLAGS.data),
+                       "num_images": len({r.name for r in records}),
+                       "num_records": len(records), "skipped": skipped,
+                       "oracle_tolerance_db": ORACLE_TOLERANCE_DB,
+                       "date": datetime.datetime.now(datetime.timezone.utc)
+                       .isoformat(timespec="seconds"),
+                       **environment()}}
+    _print_table(report)
+    try:
+        if FLAGS.calibrate:
+            entry = _calibration_entry(report)
+            path = save_threshold(FLAGS.weights, FLAGS.codec, entry)
+            print(f"stored {FLAGS.codec} τ={entry['threshold']:.4f} ({FLAGS.calibrate_rule}) "
+                  f"in {path}")
+        if FLAGS.json:
+            with open(FLAGS.json, "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=1, allow_nan=False)
+            print(f"report: {FLAGS.json}")
+        if FLAGS.plots:
+            print("plots:", *write_plots(FLAGS.plots, report))
+    except (OSError, ValueError) as e:
+        return fail(str(e))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)
