@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rbqe_tf.levels import PUBLISHED_THRESHOLDS
+
 NEVER_EXIT_EARLY = 1.01
 """A threshold above every score (scores are in [0, 1]): all images take the last exit."""
 
@@ -150,6 +152,19 @@ def load_thresholds(weights_path):
     """Calibrated exit thresholds stored beside the weights: codec → τ ({} if none)."""
     return {codec: float(entry["threshold"])
             for codec, entry in read_thresholds_file(weights_path).items()}
+
+
+def resolve_threshold(codec, weights_path, threshold=None):
+    """(τ, source): ``threshold`` if given ("flag"), else the one calibrated beside the
+    weights ("calibrated"), else the paper's ("default"). ValueError on a bad value/file."""
+    if threshold is not None:
+        if not math.isfinite(threshold):
+            raise ValueError(f"--threshold must be a finite number, got {threshold}")
+        return threshold, "flag"
+    calibrated = load_thresholds(weights_path).get(codec)
+    if calibrated is not None:
+        return calibrated, "calibrated"
+    return PUBLISHED_THRESHOLDS[codec], "default"
 
 
 def save_threshold(weights_path, codec, entry):

@@ -26,6 +26,15 @@ def import_tensorflow_quietly():
         os.close(devnull)
 
 
+def parse_flags(argv):
+    """absl flag parsing with flag errors as one ``error:`` line and exit status 2."""
+    from absl import flags
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(fail(str(e).splitlines()[0]))
+
+
 def fail(message):
     """Prints ``error: message`` on stderr and returns the usage-error status 2."""
     print(f"error: {message}", file=sys.stderr)

@@ -8,7 +8,8 @@ import sys
 
 from absl import app, flags
 
-from rbqe_tf.cli import fail, import_tensorflow_quietly
+from rbqe_tf.calibration import resolve_threshold
+from rbqe_tf.cli import fail, import_tensorflow_quietly, parse_flags
 
 import_tensorflow_quietly()
 
@@ -23,7 +24,8 @@ flags.DEFINE_string("out", None, "Output folder for the enhanced PNGs.")
 flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train.")
 flags.DEFINE_enum("codec", "jpeg", ["jpeg", "hevc"],
                   "Codec family: sets the score's block size and the default threshold.")
-flags.DEFINE_float("threshold", None, "Quality-score threshold (default: the codec's).")
+flags.DEFINE_float("threshold", None, "Quality-score threshold (default: calibrated beside the weights, "
+                   "else the paper's for --codec).")
 flags.DEFINE_integer("exit", None, "Force this exit (1..5); no early exit.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
 
@@ -55,12 +57,15 @@ def main(argv):
     if not os.access(FLAGS.out, os.W_OK):
         return fail(f"{FLAGS.out}: output folder is not writable")
     try:
+        threshold, source = resolve_threshold(FLAGS.codec, FLAGS.weights, FLAGS.threshold)
         model = load_model(FLAGS.weights)
-        enhancer = Enhancer(model, FLAGS.codec, FLAGS.threshold)
+        enhancer = Enhancer(model, FLAGS.codec, threshold)
     except (WeightsError, ValueError) as e:
         return fail(str(e))
     if FLAGS.exit is not None and not 1 <= FLAGS.exit <= enhancer.num_exits:
         return fail(f"--exit must be in 1..{enhancer.num_exits}")
+    if FLAGS.exit is None:
+        print(f"{FLAGS.codec}: early exit at quality score >= {threshold:.3f} ({source})")
 
     input_paths = {os.path.realpath(p) for p in inputs}
     written, failures = set(), 0
@@ -92,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

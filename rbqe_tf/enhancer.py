@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from rbqe_tf import color, iqa
+from rbqe_tf.calibration import resolve_threshold
 from rbqe_tf.levels import check_codec
 from rbqe_tf.model import iterate_stages, load_model
 
@@ -34,6 +35,7 @@ class Enhancer:
     def __init__(self, model, codec="jpeg", threshold=None):
         self.codec = check_codec(codec)
         self.threshold = iqa.DEFAULT_THRESHOLDS[codec] if threshold is None else threshold
+        self._score = tf.function(lambda y: iqa.quality_score(y, codec), reduce_retracing=True)
         self.multiple = model.rbqe_config.size_multiple
         self.num_exits = model.rbqe_config.num_exits
         self._stages = [tf.function(s, reduce_retracing=True) for s in model.stage_models()]
@@ -48,7 +50,7 @@ class Enhancer:
         for k, out in enumerate(iterate_stages(self._stages[:exit], padded), 1):
             out = out[:, :h, :w, :]
             if exit is None and k < self.num_exits:
-                scores.append(float(iqa.quality_score(out, self.codec)[0]))
+                scores.append(float(self._score(out)[0]))
                 if scores[-1] >= self.threshold:
                     break
         return np.clip(out.numpy()[0, :, :, 0], 0.0, 1.0), k, scores
@@ -95,8 +97,11 @@ def _sample_scale(dtype):
 def enhance(image, model, codec="jpeg", threshold=None, exit=None):
     """Enhances ``image`` with ``model`` (an RBQE model or a ``.keras`` path).
 
-    Returns an :class:`EnhanceResult`. For many images build an :class:`Enhancer` once.
+    The threshold defaults to the one calibrated beside a ``.keras`` path, else the
+    paper's. Returns an :class:`EnhanceResult`. For many images build an
+    :class:`Enhancer` once.
     """
     if isinstance(model, (str, os.PathLike)):
+        threshold, _ = resolve_threshold(codec, model, threshold)
         model = load_model(model)
     return Enhancer(model, codec, threshold)(image, exit)

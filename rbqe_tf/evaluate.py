@@ -13,14 +13,13 @@ those errors come at once.
 """
 import datetime
 import json
-import math
 import os
 import sys
 
 from absl import app, flags
 
-from rbqe_tf.calibration import RULES, load_thresholds, save_threshold
-from rbqe_tf.cli import fail, import_tensorflow_quietly
+from rbqe_tf.calibration import RULES, resolve_threshold, save_threshold
+from rbqe_tf.cli import fail, import_tensorflow_quietly, parse_flags
 from rbqe_tf.evaluation_data import DataError, find_sources
 from rbqe_tf.plots import PlotError, require_matplotlib, write_plots
 
@@ -40,24 +39,6 @@ flags.DEFINE_enum("calibrate_rule", "knee", list(RULES), "Which calibrated τ --
 flags.DEFINE_float("max_loss_db", 0.05, "Allowed mean PSNR loss against always-exit-5 for "
                    "the max_loss rule.", lower_bound=0.0)
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
-
-
-def _parse_flags(argv):
-    """absl parsing with flag errors as one ``error:`` line and exit status 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(fail(str(e)))
-
-
-def _given_threshold():
-    """(τ, "flag") or (the calibrated τ beside the weights, "calibrated") or (None, "default")."""
-    if FLAGS.threshold is not None:
-        if not math.isfinite(FLAGS.threshold):
-            raise ValueError(f"--threshold must be a finite number, got {FLAGS.threshold}")
-        return FLAGS.threshold, "flag"
-    calibrated = load_thresholds(FLAGS.weights).get(FLAGS.codec)
-    return (calibrated, "calibrated") if calibrated is not None else (None, "default")
 
 
 def _calibration_entry(report):
@@ -106,17 +87,15 @@ def main(argv):
         if FLAGS.plots:
             require_matplotlib()
         levels, sources, skipped = find_sources(FLAGS.data, FLAGS.codec, FLAGS.levels)
-        threshold, threshold_source = _given_threshold()
+        threshold, threshold_source = resolve_threshold(FLAGS.codec, FLAGS.weights,
+                                                        FLAGS.threshold)
     except (PlotError, DataError, ValueError) as e:
         return fail(str(e))
 
     import_tensorflow_quietly()
-    from rbqe_tf import iqa
     from rbqe_tf.evaluation import (ORACLE_TOLERANCE_DB, calibrate, environment, measure,
                                     score_fidelity, summarize)
     from rbqe_tf.model import WeightsError, load_model
-    if threshold is None:
-        threshold = iqa.DEFAULT_THRESHOLDS[FLAGS.codec]
     try:
         model = load_model(FLAGS.weights)
     except WeightsError as e:
@@ -163,4 +142,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=parse_flags)

@@ -46,9 +46,9 @@ from fractions import Fraction
 import numpy as np
 import tensorflow as tf
 
-from rbqe_tf.levels import BLOCK_SIZE, check_codec
+from rbqe_tf.levels import BLOCK_SIZE, PUBLISHED_THRESHOLDS, check_codec
 
-DEFAULT_THRESHOLDS = {"jpeg": 0.79, "hevc": 0.89}
+DEFAULT_THRESHOLDS = PUBLISHED_THRESHOLDS
 """Published exit thresholds τ: exit at the first k ≤ 4 with Q(exit_k) ≥ τ (DESIGN §3.8)."""
 
 _SSM_THRESHOLD = 0.004  # textured if SSM > this

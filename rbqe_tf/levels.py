@@ -10,6 +10,8 @@ import numpy as np
 CODECS = ("jpeg", "hevc")
 DEFAULT_LEVELS = {"jpeg": (10, 20, 30, 40, 50), "hevc": (22, 27, 32, 37, 42)}
 BLOCK_SIZE = {"jpeg": 8, "hevc": 4}
+# The paper's exit thresholds on its own test data (DESIGN §3); calibrated ones win.
+PUBLISHED_THRESHOLDS = {"jpeg": 0.79, "hevc": 0.89}
 
 # Rows: severity 0..4 (QP 22/27/32/37/42, QF 50/40/30/20/10); columns: exits 1..5.
 EXIT_WEIGHTS = np.array([
