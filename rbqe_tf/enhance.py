@@ -15,13 +15,14 @@ import_tensorflow_quietly()
 
 from rbqe_tf.enhancer import Enhancer  # noqa: E402
 from rbqe_tf.image_io import ImageError, read_image, write_image  # noqa: E402
-from rbqe_tf.model import WeightsError, load_model  # noqa: E402
+from rbqe_tf.model import WeightsError, default_weights, load_model  # noqa: E402
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pnm")
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output folder for the enhanced PNGs.")
-flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train.")
+flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train "
+                    "(default: the model shipped for --codec).")
 flags.DEFINE_enum("codec", "jpeg", ["jpeg", "hevc"],
                   "Codec family: sets the score's block size and the default threshold.")
 flags.DEFINE_float("threshold", None, "Quality-score threshold (default: calibrated beside the weights, "
@@ -48,8 +49,6 @@ def main(argv):
         return fail("no input images given (usage: python -m rbqe_tf.enhance IMAGE... --out DIR)")
     if not FLAGS.out:
         return fail("--out is required")
-    if FLAGS.weights is None:
-        return fail("--weights is required: no trained model ships with this version")
     try:
         os.makedirs(FLAGS.out, exist_ok=True)
     except OSError as e:
@@ -57,8 +56,9 @@ def main(argv):
     if not os.access(FLAGS.out, os.W_OK):
         return fail(f"{FLAGS.out}: output folder is not writable")
     try:
-        threshold, source = resolve_threshold(FLAGS.codec, FLAGS.weights, FLAGS.threshold)
-        model = load_model(FLAGS.weights)
+        weights = FLAGS.weights or default_weights(FLAGS.codec)
+        threshold, source = resolve_threshold(FLAGS.codec, weights, FLAGS.threshold)
+        model = load_model(weights)
         enhancer = Enhancer(model, FLAGS.codec, threshold)
     except (WeightsError, ValueError) as e:
         return fail(str(e))

@@ -229,6 +229,20 @@ class WeightsError(Exception):
     """A weights file that is missing, unreadable or not an RBQE model."""
 
 
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+DEFAULT_WEIGHTS = {"jpeg": "rbqe_jpeg.keras"}
+
+
+def default_weights(codec):
+    """Path of the model shipped for ``codec``; WeightsError where none ships."""
+    name = DEFAULT_WEIGHTS.get(codec)
+    path = name and os.path.join(WEIGHTS_DIR, name)
+    if not path or not os.path.isfile(path):
+        raise WeightsError(f"no trained {codec} model ships with this version; "
+                           "pass --weights MODEL.keras")
+    return path
+
+
 def load_model(path):
     """Loads a ``.keras`` RBQE model saved by training (safe mode: no code execution)."""
     path = str(path)

@@ -149,7 +149,8 @@ def test_cli_never_overwrites_inputs_and_reports_usage_errors(tmp_path, weights)
     assert (folder / "a.png").read_bytes() == original
 
     for args, message in [
-        ((folder / "a.png", "--out", tmp_path / "o"), "--weights is required"),
+        ((folder / "a.png", "--out", tmp_path / "o", "--codec", "hevc"),
+         "no trained hevc model ships"),
         ((folder / "a.png", "--out", tmp_path / "o", "--weights", tmp_path / "no.keras"),
          "no such file"),
         ((folder / "a.png", "--out", folder / "a.png" / "x", "--weights", weights),
