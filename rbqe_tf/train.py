@@ -1,0 +1,88 @@
+"""Trains RBQE (one multi-exit network, all exits supervised) on JPEG and/or HEVC data.
+
+    python -m rbqe_tf.train --data DIR[,DIR…] [--val DIR[,DIR…]] --run_dir DIR
+        [--codec jpeg|hevc|both] [--variant rbqe|tiny] [--steps N] [--batch B] [--patch P]
+        [--lr LR] [--lr_schedule cosine|constant] [--seed S] [--ckpt_every N]
+        [--val_every N] [--resume] [--strategy auto|default|mirrored|multi_worker]
+        [--init WEIGHTS.keras]
+
+--data: raw image folders (JPEG-compressed on the fly at a random quality factor in
+10..50) or ``python -m datasets.build`` output folders (manifest.jsonl; needed for HEVC).
+A run directory that holds a checkpoint is only continued with --resume (which starts
+fresh where there is none). Exit status: 0 done, 2 bad configuration (one line on
+stderr, nothing done), 128+N after signal N (SIGINT/SIGTERM: the current step
+finishes and a checkpoint is saved).
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+
+from rbqe_tf.train_config import (CODEC_CHOICES, SCHEDULES, STRATEGIES, ConfigError,
+                                  TrainConfig, check)
+
+D = TrainConfig(data=[], run_dir="")  # defaults
+FLAGS = flags.FLAGS
+flags.DEFINE_list("data", [], "Training data: raw image folders, or built set(s) with "
+                  "manifest.jsonl (comma-separated).")
+flags.DEFINE_list("val", [], "Validation: image folders (JPEG made here) or one built set. "
+                  "Empty: no validation.")
+flags.DEFINE_string("run_dir", "", "Run directory (config, checkpoints, TensorBoard, final.keras).")
+flags.DEFINE_string("codec", D.codec, f"Codec to train on: {'|'.join(CODEC_CHOICES)}.")
+flags.DEFINE_string("variant", D.variant, "Network variant (rbqe_tf.config.VARIANTS).")
+flags.DEFINE_integer("steps", D.steps, "Total training steps (also the lr-schedule horizon).")
+flags.DEFINE_integer("batch", D.batch, "Global batch size (split across replicas).")
+flags.DEFINE_integer("patch", D.patch, "Patch side (a multiple of 32).")
+flags.DEFINE_float("lr", D.lr, "Peak learning rate (Adam).")
+flags.DEFINE_string("lr_schedule", D.lr_schedule, f"{'|'.join(SCHEDULES)}: cosine = linear "
+                    "warm-up, then cosine decay to lr/100 at --steps.")
+flags.DEFINE_integer("warmup", D.warmup, "Warm-up steps of the cosine schedule.")
+flags.DEFINE_float("clip_norm", D.clip_norm, "Clip the gradient's global norm to this (0: off).")
+flags.DEFINE_string("exit_weights", D.exit_weights, "Per-level exit loss weights: paper, "
+                    "uniform, or 'w1,…,w5' (all levels) or five such rows separated by ';' "
+                    "(severity 0..4).")
+flags.DEFINE_integer("seed", D.seed, "Seed of the initial weights and the data stream.")
+flags.DEFINE_integer("ckpt_every", D.ckpt_every, "Checkpoint every N steps.")
+flags.DEFINE_integer("val_every", D.val_every, "Validate every N steps (0: only at start/end).")
+flags.DEFINE_integer("val_crop", D.val_crop, "Validate on centre crops of this side (0: whole "
+                     "images).")
+flags.DEFINE_integer("log_every", D.log_every, "Progress-bar and TensorBoard update interval.")
+flags.DEFINE_boolean("resume", D.resume, "Continue from the run directory's latest checkpoint.")
+flags.DEFINE_string("strategy", D.strategy, f"tf.distribute strategy: {'|'.join(STRATEGIES)}.")
+flags.DEFINE_string("init", D.init, "Start from the weights of this .keras model.")
+
+
+def _fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0])
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cfg = TrainConfig(**{name: FLAGS[name].value for name in D.to_dict()})
+    try:
+        check(cfg)
+    except ConfigError as e:
+        _fail(str(e))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.WARNING)  # absl would show TensorFlow's INFO messages
+    from rbqe_tf import trainer  # TensorFlow loads only for a valid configuration
+    from rbqe_tf.image_io import ImageError
+    from rbqe_tf.model import WeightsError
+    try:
+        run = trainer.Run(cfg, sys.argv)
+    except (ConfigError, ValueError, OSError, ImageError, WeightsError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return run.train()
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse)

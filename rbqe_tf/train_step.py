@@ -1,0 +1,136 @@
+"""Distribution strategy, optimizer and the guarded, distributed training step.
+
+One step: each replica computes the loss of its share of the global batch (scaled
+by the *global* batch size) and its gradients; the gradients are summed across
+replicas, and their global norm decides in the cross-replica context whether the
+update is applied (finite) or the step is skipped and counted (NaN/Inf). Optional
+global-norm clipping uses that same norm, so it acts on the full-batch gradient as
+on one device.
+"""
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from rbqe_tf.loss import weighted_loss
+from rbqe_tf.train_config import STRATEGIES
+COSINE_FINAL_RATIO = 0.01  # cosine decay ends at lr * this
+
+
+def make_strategy(name="auto"):
+    """``default`` (one device), ``mirrored`` (all local GPUs, else all logical CPUs),
+    ``multi_worker`` (cluster from ``TF_CONFIG``); ``auto``: multi_worker if TF_CONFIG
+    names several workers, mirrored if there are several GPUs, else default."""
+    if name == "auto":
+        workers = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", [])
+        gpus = tf.config.list_logical_devices("GPU")
+        name = "multi_worker" if len(workers) > 1 else "mirrored" if len(gpus) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r} (expected one of {', '.join(STRATEGIES)})")
+
+
+def is_chief(strategy):
+    """True unless this process is a non-chief worker of a multi-worker strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def learning_rate(lr, schedule="cosine", steps=1, warmup=0):
+    """Constant ``lr``, or linear warm-up over ``warmup`` steps then cosine decay to
+    ``lr * COSINE_FINAL_RATIO`` at ``steps``."""
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
+    decay_steps = max(1, steps - warmup)
+    if warmup <= 0:
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=COSINE_FINAL_RATIO)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps, alpha=COSINE_FINAL_RATIO, warmup_target=lr, warmup_steps=warmup)
+
+
+class FusedAdam(keras.optimizers.Adam):
+    """Keras Adam whose per-variable update is TensorFlow's fused ``ResourceApplyAdam``
+    kernel: the same update rule (to rounding), about ten times fewer graph ops, so the
+    training step traces and starts about twice as fast. No AMSGrad."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].value.handle,
+            v=self._velocities[index].value.handle, beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype), beta1=beta_1,
+            beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
+
+class TrainStep:
+    """Owns the optimizer and the step/skipped counters; call :meth:`step` with a
+    distributed iterator over ``(compressed, target, severity)`` global batches.
+
+    Create it under ``strategy.scope()`` after the model. ``step(iterator)`` returns
+    ``(loss, per-exit MSE [num_exits], gradient norm)`` of the global batch.
+    """
+
+    def __init__(self, model, strategy, global_batch, weight_table, lr=1e-3, clip_norm=None):
+        self.model, self.strategy = model, strategy
+        self.global_batch, self.weight_table, self.clip_norm = global_batch, weight_table, clip_norm
+        self.optimizer = FusedAdam(lr)
+        self.optimizer.build(model.trainable_variables)  # before the first distributed step
+        self.step_count = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
+        self._step = tf.function(self._distributed_step)
+
+    def current_lr(self):
+        lr = self.optimizer.learning_rate
+        return float(lr(self.optimizer.iterations) if callable(lr) else lr)
+
+    def step(self, iterator):
+        return self._step(iterator)
+
+    def _replica_gradients(self, compressed, target, severity):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            exits = self.model(compressed, training=True)
+            per_sample, mse = weighted_loss(exits, target, severity, self.weight_table)
+            loss = tf.reduce_sum(per_sample) / self.global_batch
+        grads = tape.gradient(loss, variables)
+        grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        return grads, tf.linalg.global_norm(grads), loss, tf.reduce_sum(mse, 0) / self.global_batch
+
+    def _replica_apply(self, grads, norm):
+        if self.clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=norm)
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas > 1:  # the Keras optimizer sums across replicas again
+            grads = [g / replicas for g in grads]
+        self.optimizer.apply(grads, self.model.trainable_variables)
+
+    def _distributed_step(self, iterator):
+        batch = next(iterator)
+        grads, norm, loss, mse = self.strategy.run(self._replica_gradients, args=batch)
+        norm = self.strategy.experimental_local_results(norm)[0]  # equal on all replicas
+
+        def apply():
+            self.strategy.run(self._replica_apply, args=(grads, norm))
+            return tf.constant(0, tf.int64)
+
+        skipped = tf.cond(tf.math.is_finite(norm), apply, lambda: tf.constant(1, tf.int64))
+        self.skipped.assign_add(skipped)
+        self.step_count.assign_add(1)
+        reduce = tf.distribute.ReduceOp.SUM
+        return (self.strategy.reduce(reduce, loss, axis=None),
+                self.strategy.reduce(reduce, mse, axis=None), norm)
