@@ -1,7 +1,7 @@
 """Builds ground-truth Y images and their decoded JPEG/HEVC versions, with a manifest.
 
-    python -m datasets.build --src DIR --out DIR --codec jpeg|hevc \
-        [--levels 10,20,30,40,50] [--workers N]
+    python -m datasets.build --src DIR --out DIR --codec jpeg|hevc
+                             [--levels 10,20,30,40,50] [--workers N]
 
 For every lossless image under --src (recursive, sorted) it writes
 ``OUT/gt/<stem>.png`` (uint8 Y, see ``datasets.sources``) and, per level,
@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from absl import app, flags
 from tqdm import tqdm
@@ -148,13 +149,13 @@ class _Builder:
         for level in levels:
             decoded, n_bytes = compress(self.codec, y, level)
             rel = f"{self.codec}/{level}/{stem}.png"
-            (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
-            write_image(self.out / rel, decoded, overwrite=True)
             row = {"stem": stem, "source": source.relative_to(self.src).as_posix(),
                    "codec": self.codec, "level": level, "gt": gt, "path": rel,
                    "height": height, "width": width, "bytes": n_bytes,
                    "bpp": n_bytes * 8.0 / (height * width),
                    "psnr": psnr(y, decoded), "ssim": ssim(y, decoded)}
+            (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_image(self.out / rel, decoded, overwrite=True)
             with self.lock:
                 append_row(self.out, row)
                 self.new_rows.append(row)
@@ -238,17 +239,24 @@ def build(src, out, codec, levels=None, workers=None, progress=False):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("src", None, "Directory of lossless source images (searched recursively).")
-flags.DEFINE_string("out", None, "Output dataset directory (created; resumable).")
-flags.DEFINE_enum("codec", None, list(CODECS), "Codec to compress with.")
-flags.DEFINE_list("levels", None, "JPEG qualities or HEVC QPs (default: the codec's "
-                  "DEFAULT_LEVELS, JPEG 10..50, HEVC 22..42).")
-flags.DEFINE_integer("workers", None, "Images compressed in parallel (default: CPU count).")
+
+
+def _define_flags():
+    """CLI flags, defined only when run as a program (absl flags are process-global)."""
+    flags.DEFINE_string("src", None, "Directory of lossless source images (searched "
+                        "recursively).", required=True)
+    flags.DEFINE_string("out", None, "Output dataset directory (created; resumable).",
+                        required=True)
+    flags.DEFINE_enum("codec", None, list(CODECS), "Codec to compress with.", required=True)
+    flags.DEFINE_list("levels", None, "JPEG qualities or HEVC QPs (default: the codec's "
+                      "DEFAULT_LEVELS, JPEG 10..50, HEVC 22..42).")
+    flags.DEFINE_integer("workers", None, "Images compressed in parallel (default: CPU count).")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # the summary says it
     try:
         summary = build(FLAGS.src, FLAGS.out, FLAGS.codec, FLAGS.levels, FLAGS.workers,
                         progress=True)
@@ -263,5 +271,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["src", "out", "codec"])
+    _define_flags()
     app.run(main)

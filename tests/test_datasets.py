@@ -72,6 +72,7 @@ def test_parse_levels():
         parse_levels("jpeg", ["ten"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CLASSIC5.is_dir(), reason=f"shared data not found at {CLASSIC5}")
 def test_classic5_jpeg_sanity_and_manifest_contract(tmp_path):
     out = tmp_path / "out"
@@ -96,6 +97,7 @@ def test_classic5_jpeg_sanity_and_manifest_contract(tmp_path):
     assert row["psnr"] == pytest.approx(psnr(gt, decoded))
 
 
+@pytest.mark.slow
 @needs_ffmpeg
 def test_hevc_build_uses_requested_qp_and_shares_out_with_jpeg(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
@@ -176,6 +178,7 @@ def test_missing_ffmpeg_detected(tmp_path, monkeypatch):
     assert "no libx265" in codecs.ffmpeg_problem()
 
 
+@pytest.mark.slow
 def test_cli_unreadable_source_and_missing_ffmpeg(tmp_path):
     src = tmp_path / "src"
     _write(src / "good.png", _scene(20, 20, 10))

@@ -144,6 +144,7 @@ CLASSIC5_JPEG = {10: (27.82, 0.760, 25.21), 20: (30.12, 0.834, 27.50),
                  50: (33.20, None, None)}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CLASSIC5.is_dir(), reason=f"shared data not found at {CLASSIC5}")
 @pytest.mark.parametrize("quality", sorted(CLASSIC5_JPEG))
 def test_classic5_jpeg_published_values(quality):
