@@ -18,14 +18,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from rbqe_tf.image_io import FILE_MODE
+
 MANIFEST_NAME = "manifest.jsonl"
-def _file_mode():
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()  # what open() would give; mkstemp's own files are 0600
 FIELDS = ("stem", "source", "codec", "level", "gt", "path", "height", "width",
           "bytes", "bpp", "psnr", "ssim")
 
@@ -83,7 +78,7 @@ def write_manifest(out_dir, rows):
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(format_row(r) for r in sorted(rows, key=row_key))
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

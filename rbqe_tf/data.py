@@ -31,7 +31,6 @@ Design:
 """
 import collections
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +39,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from datasets.manifest import manifest_path, read_manifest
 from rbqe_tf.color import rgb_to_y_uint8
 from rbqe_tf.image_io import ImageError, read_image
 from rbqe_tf.levels import BLOCK_SIZE, DEFAULT_LEVELS, check_codec, severity
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 SIZE_MULTIPLE = 32  # the network downsamples 5 times by 2
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-MANIFEST = "manifest.jsonl"
 
 ValImage = collections.namedtuple("ValImage", "compressed gt codec level name")
 ValImage.__doc__ = "One validation image: uint8 [H, W] compressed and ground-truth Y planes."
@@ -227,7 +226,7 @@ def validation_images(src_or_built, codec="jpeg", levels=None, crop=None):
     paths = [src_or_built] if isinstance(src_or_built, (str, Path)) else list(src_or_built)
     block = BLOCK_SIZE[codec]
     out = []
-    if len(paths) == 1 and (Path(paths[0]) / MANIFEST).is_file():
+    if len(paths) == 1 and manifest_path(paths[0]).is_file():
         root, cache = Path(paths[0]), {}
         for rec in _manifest(root, (codec,), levels):
             gt = cache.get(rec["gt"])
@@ -295,18 +294,11 @@ def _cv2_jpeg(y, qf):
 
 def _manifest(out_dir, codecs, levels):
     """Manifest records of ``codecs`` at ``levels``, sorted by (codec, level, stem)."""
-    path = out_dir / MANIFEST
+    path = manifest_path(out_dir)
     if not path.is_file():
-        raise ValueError(f"{out_dir}: no {MANIFEST} (build the set with python -m datasets.build)")
+        raise ValueError(f"{out_dir}: no {path.name} (build the set with python -m datasets.build)")
     codecs = tuple(check_codec(c) for c in codecs)
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n}: not valid JSON ({e.msg})") from None
+    records = read_manifest(out_dir)
     selected = []
     for codec in codecs:
         wanted = levels.get(codec) if isinstance(levels, Mapping) else levels

@@ -10,6 +10,16 @@ import cv2
 import numpy as np
 
 
+def _default_file_mode():
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _default_file_mode()
+"""The mode ``open()`` would give a new file; temp files from mkstemp are 0600."""
+
+
 class ImageError(Exception):
     """A user-facing problem with one image file (message names the file)."""
 
@@ -69,6 +79,7 @@ def write_image(path, image, overwrite=False):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(encoded.tobytes())
+        os.chmod(tmp, FILE_MODE)
         if overwrite:
             os.replace(tmp, path)
         else:
