@@ -1,0 +1,37 @@
+"""TFLite conversion of one frozen graph in one quantization mode (builtin ops only)."""
+import warnings
+
+import tensorflow as tf
+
+QUANT_MODES = ("fp32", "fp16", "int8_full_int8_io", "int8_full_fp32_io")
+INT8_MODES = ("int8_full_int8_io", "int8_full_fp32_io")
+
+
+def convert(graph, mode, representative=None):
+    """Converts ``graph`` (:class:`export.graphs.Graph`) → .tflite bytes.
+
+    ``mode``: ``fp32``; ``fp16`` (fp16 weights, fp32 compute on CPU); the full-integer
+    modes quantize every op to int8 with int8 or float32 model inputs/outputs and need
+    ``representative``, a callable returning an iterable of {input name: float32
+    batch-1 array}.
+    """
+    if mode not in QUANT_MODES:
+        raise ValueError(f"unknown quantization {mode!r} "
+                         f"(expected one of {', '.join(QUANT_MODES)})")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.function], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode in INT8_MODES:
+        if representative is None:
+            raise ValueError(f"{mode} needs a representative dataset")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if mode == "int8_full_int8_io":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():  # the int8 calibrator still uses tf.lite.Interpreter
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        return converter.convert()

@@ -1,0 +1,174 @@
+"""Exports one RBQE model at one tile size: converts, verifies, writes the manifest.
+
+An :class:`Exporter` traces its graphs once and caches compressed patches, so several
+quantization modes can be exported from one instance (the tests do).
+"""
+import importlib.metadata
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from export import verify
+from export.convert import INT8_MODES, convert
+from export.gpu_ops import gpu_problems, op_counts
+from export.graphs import fixed_tile_model, model_graphs, score_graph
+from export.litert_model import make_interpreter, open_model
+from export.manifest import MANIFEST, read_manifest, sha256_file, tensor_entries, write_manifest
+from export.representative import compressed_patches, image_crops, ramp, stage_inputs
+from rbqe_tf import iqa
+from rbqe_tf.levels import BLOCK_SIZE, CODECS, DEFAULT_LEVELS
+from rbqe_tf.macs import macs_per_exit, macs_per_stage
+
+
+class ExportError(Exception):
+    """An export that did not pass its checks (no manifest is written)."""
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _write_atomic(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class Exporter:
+    """Graphs of ``model`` at ``tile``×``tile`` for the score models of ``codecs``."""
+
+    def __init__(self, model, tile, codecs=CODECS, weights=None):
+        multiple = model.rbqe_config.size_multiple
+        if tile < multiple or tile % multiple:
+            raise ValueError(f"tile must be a positive multiple of {multiple}, got {tile}")
+        self.model, self.tile, self.codecs, self.weights = model, tile, tuple(codecs), weights
+        self.num_exits = model.rbqe_config.num_exits
+        self.graphs = model_graphs(fixed_tile_model(model, tile))
+        self.graphs.update({f"score_{c}": score_graph(c, tile) for c in self.codecs})
+        self.macs = {"per_exit": macs_per_exit(model, tile, tile),
+                     "per_stage": macs_per_stage(model, tile, tile)}
+        self._patches = {}
+
+    def patches(self, folder, limit, with_ramp=False):
+        """Cached (gt, compressed) centre crops of ``folder`` at all codecs and levels."""
+        key = (os.path.realpath(folder), limit, with_ramp)
+        if key not in self._patches:
+            crops = image_crops(folder, self.tile, limit) + ([ramp(self.tile)] if with_ramp else [])
+            self._patches[key] = compressed_patches(crops, CODECS)
+        return self._patches[key]
+
+    def _representative(self, name, comp):
+        """Callable → calibration samples as {input name: batch-1 array}."""
+        graph = self.graphs[name]
+        if name.startswith("exit_"):
+            return lambda: ({"y": y[None]} for y in comp)
+        return lambda: (dict(zip(graph.input_names, inputs)) for inputs in
+                        stage_inputs(self.graphs, int(name.split("_")[1]), comp))
+
+    def _convert_all(self, out, mode, calib, log):
+        files = {}
+        for name, graph in self.graphs.items():
+            file_mode = "fp32" if name.startswith("score_") else mode
+            start = time.perf_counter()
+            data = convert(graph, file_mode, self._representative(name, calib)
+                           if file_mode in INT8_MODES else None)
+            seconds = time.perf_counter() - start
+            path = os.path.join(out, f"{name}.tflite")
+            _write_atomic(path, data)
+            interpreter = make_interpreter(path, 1)
+            signature = interpreter.get_signature_runner()
+            names = {d["name"]: logical for details in (signature.get_input_details(),
+                                                        signature.get_output_details())
+                     for logical, d in details.items()}
+            problems = gpu_problems(data)
+            files[name] = {
+                "path": f"{name}.tflite", "sha256": sha256_file(path), "bytes": len(data),
+                "quantize": file_mode, "convert_seconds": round(seconds, 2),
+                "inputs": tensor_entries(interpreter.get_input_details(), names),
+                "outputs": tensor_entries(interpreter.get_output_details(), names),
+                "ops": op_counts(data), "gpu_compatible": not problems,
+                "gpu_problems": problems}
+            log(f"{name}.tflite: {len(data) / 1024:.1f} KiB in {seconds:.1f} s, "
+                f"ops {sum(files[name]['ops'].values())}"
+                + ("" if not problems else f", not GPU-compatible ({len(problems)} issues)"))
+        return files
+
+    def _check_int8_range(self, files, failures):
+        """The int8 input must hold all of [0, 1] (else bright/dark pixels clip)."""
+        for name, entry in files.items():
+            y = next((i for i in entry["inputs"] if i["name"] == "y"), None)
+            q = y and y["quantization"]
+            if q:
+                low = (-128 - q["zero_point"]) * q["scale"]
+                high = (127 - q["zero_point"]) * q["scale"]
+                if low > 1e-6 or high < 1 - 1e-6:
+                    failures.append(f"{name}: int8 input range [{low:.3f}, {high:.3f}] "
+                                    "does not cover [0, 1]")
+
+    def export(self, out, mode, calib, val, threads=2, log=print):
+        """Writes all files and, if every check passes, ``manifest.json`` → the manifest.
+
+        ``calib``/``val``: ``(folder, max images)`` of calibration/validation images.
+        Raises :class:`ExportError` listing the failed checks.
+        """
+        os.makedirs(out, exist_ok=True)
+        if os.path.exists(os.path.join(out, MANIFEST)):
+            os.remove(os.path.join(out, MANIFEST))
+        start = time.perf_counter()
+        calib_comp = self.patches(*calib, with_ramp=True)[1] if mode in INT8_MODES else None
+        val_gt, val_comp = self.patches(*val)
+        log(f"compressed patches: {0 if calib_comp is None else len(calib_comp)} calibration, "
+            f"{len(val_comp)} validation ({time.perf_counter() - start:.0f} s)")
+        files = self._convert_all(out, mode, calib_comp, log)
+        manifest = self._manifest(mode, files, calib if mode in INT8_MODES else None, val)
+        start = time.perf_counter()
+        failures = [f"{name}: not GPU-compatible: {'; '.join(e['gpu_problems'])}"
+                    for name, e in files.items() if not name.startswith("score_")
+                    and not e["gpu_compatible"]]
+        if mode == "int8_full_int8_io":
+            self._check_int8_range(files, failures)
+        manifest["verification"] = self._verify(out, manifest, val_gt, val_comp, threads, failures)
+        log(f"checks: {time.perf_counter() - start:.0f} s")
+        if failures:
+            raise ExportError("export failed its checks:\n  " + "\n  ".join(failures))
+        write_manifest(out, manifest)
+        return read_manifest(out)
+
+    def _verify(self, out, manifest, val_gt, val_comp, threads, failures):
+        models = {name: open_model(out, manifest, name, threads) for name in manifest["files"]}
+        stages = [models[f"stage_{k}"] for k in range(1, self.num_exits + 1)]
+        checker = verify.Checker(manifest["quantize"])
+        noise = np.random.default_rng(0).random((1, self.tile, self.tile, 1), np.float32)
+        report = {"parity": verify.parity(self.graphs, models, stages, checker,
+                                          [val_comp[:1], noise])}
+        failures += checker.failures
+        report["score_max_abs_dq"] = verify.score_parity(models, self.codecs, val_comp[:8],
+                                                         failures)
+        report.update(verify.accuracy(self.graphs, stages, val_gt, val_comp))
+        return report
+
+    def _manifest(self, mode, files, calib, val):
+        cfg = self.model.rbqe_config
+        return {
+            "quantize": mode, "tile": self.tile, "size_multiple": cfg.size_multiple,
+            "num_exits": cfg.num_exits, "codecs": list(self.codecs),
+            "thresholds": {c: iqa.DEFAULT_THRESHOLDS[c] for c in self.codecs},
+            "block_size": {c: BLOCK_SIZE[c] for c in self.codecs},
+            "model": {"config": cfg.to_dict(), "weights": self.weights and {
+                "path": os.path.basename(self.weights), "sha256": sha256_file(self.weights)}},
+            "macs": self.macs,
+            "calibration": calib and {"folder": os.path.abspath(calib[0]), "max_images": calib[1],
+                                      "levels": DEFAULT_LEVELS, "ramp": True},
+            "validation": {"folder": os.path.abspath(val[0]), "max_images": val[1]},
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                         "ai_edge_litert": _version("ai-edge-litert"),
+                         "rbqe_tf": _version("rbqe_tf")},
+            "files": files,
+        }

@@ -1,0 +1,99 @@
+"""One .tflite model under ai-edge-litert, fed and read by logical tensor name.
+
+Tensors are exchanged as :class:`Value` (array + quantization): an int8 output stays
+int8 and is passed to the next stage as it is when both sides share scale and zero
+point, else it is requantized (or dequantized / quantized for float inputs).
+"""
+import dataclasses
+
+import numpy as np
+from ai_edge_litert import interpreter as litert
+
+from export.manifest import checked_path
+
+
+class ModelError(Exception):
+    """A model file that does not match its manifest entry (one-line message)."""
+
+
+@dataclasses.dataclass
+class Value:
+    """A tensor's data; ``quant`` is ``(scale, zero_point)`` for quantized data, else None."""
+
+    data: np.ndarray
+    quant: tuple = None
+
+    def float(self):
+        if self.quant is None:
+            return self.data.astype(np.float32, copy=False)
+        scale, zero_point = self.quant
+        return ((self.data.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def _quant_tuple(entry):
+    q = entry["quantization"]
+    return None if q is None else (q["scale"], q["zero_point"])
+
+
+def to_input(value, dtype, quant):
+    """``value`` as the data of an input of ``dtype`` with ``quant`` (copy only if needed)."""
+    if quant is None:
+        return value.float()
+    if value.quant == quant and value.data.dtype == dtype:
+        return value.data
+    scale, zero_point = quant
+    info = np.iinfo(dtype)
+    q = np.round(value.float() / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def make_interpreter(model_path, num_threads, xnnpack=True, delegates=()):
+    """An allocated interpreter; ``xnnpack=False`` disables the default CPU delegate."""
+    resolver = (litert.OpResolverType.AUTO if xnnpack
+                else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = litert.Interpreter(model_path=model_path, num_threads=num_threads,
+                                     experimental_delegates=list(delegates) or None,
+                                     experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+class TFLiteModel:
+    """An interpreter plus its manifest entry; ``run`` maps names → :class:`Value`."""
+
+    def __init__(self, interpreter, entry, path):
+        self.interpreter = interpreter
+        self.inputs = self._bind(interpreter.get_input_details(), entry["inputs"], path)
+        self.outputs = self._bind(interpreter.get_output_details(), entry["outputs"], path)
+
+    @staticmethod
+    def _bind(details, entries, path):
+        """name → (index, dtype, quant), after checking the file against the manifest."""
+        by_tensor = {d["name"]: d for d in details}
+        if sorted(by_tensor) != sorted(e["tensor"] for e in entries):
+            raise ModelError(f"{path}: tensors {sorted(by_tensor)} do not match the manifest")
+        bound = {}
+        for e in entries:
+            d = by_tensor[e["tensor"]]
+            q = d["quantization"]
+            quant = (float(q[0]), int(q[1])) if e["quantization"] else None
+            if ([int(s) for s in d["shape"]] != e["shape"] or d["dtype"].__name__ != e["dtype"]
+                    or (quant and not np.isclose(quant[0], e["quantization"]["scale"]))):
+                raise ModelError(f"{path}: tensor {e['name']} differs from the manifest")
+            bound[e["name"]] = (d["index"], d["dtype"], _quant_tuple(e))
+        return bound
+
+    def run(self, feeds):
+        """``feeds``: name → Value for every input → dict name → Value of every output."""
+        for name, (index, dtype, quant) in self.inputs.items():
+            self.interpreter.set_tensor(index, to_input(feeds[name], dtype, quant))
+        self.interpreter.invoke()
+        return {name: Value(self.interpreter.get_tensor(index), quant)
+                for name, (index, _, quant) in self.outputs.items()}
+
+
+def open_model(folder, manifest, name, num_threads, xnnpack=True, delegates=()):
+    """:class:`TFLiteModel` for manifest entry ``name`` after its sha256 check."""
+    path = checked_path(folder, manifest, name)
+    return TFLiteModel(make_interpreter(path, num_threads, xnnpack, delegates),
+                       manifest["files"][name], path)

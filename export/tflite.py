@@ -1,0 +1,86 @@
+"""``python -m export.tflite --weights W.keras --out DIR [--quantize MODE] [--tile 256]``.
+
+Writes ``exit_k.tflite`` and ``stage_k.tflite`` (k = 1..5), ``score_<codec>.tflite`` and
+``manifest.json``, after checking every file (export/verify.py); on a failed check it
+prints the failures, writes no manifest and exits with status 1. ``--quantize`` alone
+means ``int8`` = int8_full_int8_io; without it the export is fp32. See docs/export.md.
+"""
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from rbqe_tf.cli import fail, import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
+from export.convert import QUANT_MODES  # noqa: E402
+from export.exporter import Exporter, ExportError  # noqa: E402
+from export.manifest import MANIFEST  # noqa: E402
+from rbqe_tf.levels import CODECS  # noqa: E402
+from rbqe_tf.model import WeightsError, load_model  # noqa: E402
+
+INT8_ALIAS = "int8_full_int8_io"
+SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train.")
+flags.DEFINE_string("out", None, "Output folder for the .tflite files and manifest.json.")
+flags.DEFINE_enum("quantize", "fp32", [*QUANT_MODES, "int8"],
+                  f"Quantization; 'int8' (or --quantize alone) = {INT8_ALIAS}.")
+flags.DEFINE_integer("tile", 256, "Tile size (square, a multiple of 32) of every model.")
+flags.DEFINE_string("calib", SAMPLES, "Folder of images for int8 calibration (recursive).")
+flags.DEFINE_integer("calib_images", 4, "Use at most this many calibration images.")
+flags.DEFINE_string("val", None, "Folder of validation images (default: --calib).")
+flags.DEFINE_integer("val_images", 4, "Use at most this many validation images.")
+flags.DEFINE_list("codecs", list(CODECS), "Codecs to export score models for.")
+flags.DEFINE_integer("threads", 2, "Interpreter threads for the checks.")
+flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --out.")
+
+
+def bare_quantize(argv):
+    """``--quantize`` without a value → ``--quantize=int8`` (absl needs a value)."""
+    return ["--quantize=int8" if a == "--quantize" and (i + 1 == len(argv)
+            or argv[i + 1].startswith("-")) else a for i, a in enumerate(argv)]
+
+
+def main(argv):
+    logging.set_verbosity(logging.ERROR)  # the converter's deprecation chatter
+    if len(argv) > 1:
+        return fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.weights or not FLAGS.out:
+        return fail("--weights and --out are required")
+    unknown = sorted(set(FLAGS.codecs) - set(CODECS))
+    if unknown:
+        return fail(f"unknown codec(s) {', '.join(unknown)} (expected {', '.join(CODECS)})")
+    mode = INT8_ALIAS if FLAGS.quantize == "int8" else FLAGS.quantize
+    if os.path.isdir(FLAGS.out) and not FLAGS.overwrite and any(
+            n == MANIFEST or n.endswith(".tflite") for n in os.listdir(FLAGS.out)):
+        return fail(f"{FLAGS.out}: holds an earlier export (use --overwrite to replace it)")
+    for name, folder in (("--calib", FLAGS.calib), ("--val", FLAGS.val or FLAGS.calib)):
+        if not os.path.isdir(folder):
+            return fail(f"{name} {folder}: no such folder")
+    try:
+        start = time.perf_counter()
+        exporter = Exporter(load_model(FLAGS.weights), FLAGS.tile, FLAGS.codecs, FLAGS.weights)
+        print(f"traced {len(exporter.graphs)} graphs at {FLAGS.tile}×{FLAGS.tile} "
+              f"({time.perf_counter() - start:.0f} s)")
+        manifest = exporter.export(FLAGS.out, mode, (FLAGS.calib, FLAGS.calib_images),
+                                   (FLAGS.val or FLAGS.calib, FLAGS.val_images), FLAGS.threads)
+    except (WeightsError, ValueError) as e:
+        return fail(str(e))
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    report = manifest["verification"]
+    print(f"verified {mode} at {FLAGS.tile}×{FLAGS.tile} on {report['pairs']} validation "
+          "pairs; per exit:")
+    for k, (vs, lost) in enumerate(zip(report["psnr_vs_float"], report["delta_psnr_lost"]), 1):
+        print(f"  exit {k}: PSNR vs float {vs:6.2f} dB, ΔPSNR lost {lost:+.4f} dB")
+    print(f"wrote {len(manifest['files'])} models and {MANIFEST} to {FLAGS.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main, argv=bare_quantize(sys.argv))

@@ -1,0 +1,120 @@
+"""Checks that fail an export, and the accuracy figures it reports.
+
+- Parity: every exit and stage file against Keras on a real compressed crop and on
+  uniform noise (max abs error ≤ ``FLOAT_TOLERANCE`` for fp32/fp16; for int8 the
+  exit's PSNR against Keras ≥ ``MIN_INT8_PSNR``).
+- Chain: the stage files run in order (as the runner runs them, int8 features passed
+  on as int8) give the same exits as the monolithic exit files (same thresholds).
+- Score: each score model + :mod:`export.scoring` gives ``iqa.quality_score``'s Q
+  (|ΔQ| ≤ ``SCORE_TOLERANCE``).
+- Reported, not enforced: per exit, the mean PSNR of the staged TFLite exits against
+  the float exits and the mean ΔPSNR (float − TFLite, both against the ground truth)
+  on the validation pairs.
+"""
+import numpy as np
+
+from export.litert_model import Value
+from export.representative import stage_inputs
+from export.scoring import patch_sums, score_from_sums
+from export.stages import iterate_stages
+from rbqe_tf import iqa
+
+FLOAT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+MIN_INT8_PSNR = 30.0
+SCORE_TOLERANCE = 1e-4
+
+
+def psnr(a, b):
+    """PSNR (dB, at most 100) of ``a`` against ``b``, both clipped to [0, 1]."""
+    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2, dtype=np.float64))
+    return min(100.0, 10 * np.log10(1 / max(mse, 1e-30)))
+
+
+def _run(model, graph, inputs):
+    outs = model.run({n: Value(x) for n, x in zip(graph.input_names, inputs)})
+    return [outs[n].float() for n in graph.output_names]
+
+
+class Checker:
+    """Compares values under the mode's rule; collects failures."""
+
+    def __init__(self, mode):
+        self.mode, self.failures = mode, []
+
+    def compare(self, what, actual, expected):
+        """Max abs error (float modes) or PSNR (int8); records a failure past the limit."""
+        if self.mode in FLOAT_TOLERANCE:
+            value = float(np.abs(actual - expected).max())
+            if not value <= FLOAT_TOLERANCE[self.mode]:
+                self.failures.append(f"{what}: max abs error {value:.2e} > "
+                                     f"{FLOAT_TOLERANCE[self.mode]:.0e}")
+        else:
+            value = psnr(actual, expected)
+            if not value >= MIN_INT8_PSNR:
+                self.failures.append(f"{what}: PSNR {value:.1f} dB < {MIN_INT8_PSNR} dB")
+        return value
+
+
+def parity(graphs, models, stages, checker, probes):
+    """{file: worst figure over ``probes``} for exits, stages and stage chains."""
+    worst = {}
+
+    def keep(name, value):
+        better = max if checker.mode in FLOAT_TOLERANCE else min
+        worst[name] = better(worst.get(name, value), value)
+
+    for p, y in enumerate(probes):
+        monolithic = []
+        for k in range(1, len(stages) + 1):
+            g = graphs[f"exit_{k}"]
+            monolithic.append(_run(models[g.name], g, [y])[0])
+            keep(g.name, checker.compare(f"{g.name} vs Keras (probe {p})",
+                                         monolithic[-1], g.reference([y])[0]))
+            g = graphs[f"stage_{k}"]
+            inputs = next(stage_inputs(graphs, k, y))
+            outputs = _run(models[g.name], g, inputs)
+            expected = g.reference(inputs)
+            names = g.output_names if checker.mode in FLOAT_TOLERANCE else g.output_names[:1]
+            for name, a, e in zip(names, outputs, expected):
+                keep(g.name, checker.compare(f"{g.name} {name} vs Keras (probe {p})", a, e))
+        for k, out in enumerate(iterate_stages(stages, y), 1):
+            keep(f"chain_{k}", checker.compare(f"stages 1..{k} vs exit_{k}.tflite (probe {p})",
+                                               out.float(), monolithic[k - 1]))
+    return worst
+
+
+def score_parity(models, codecs, ys, failures):
+    """{codec: max |ΔQ|} of the score models against ``iqa.quality_score`` on ``ys``."""
+    result = {}
+    for codec in codecs:
+        model = models[f"score_{codec}"]
+        lite = [score_from_sums(patch_sums(model.run({"exit": Value(y[None])})["patches"].float()))
+                for y in ys]
+        error = float(np.abs(np.array(lite) - iqa.quality_score(ys, codec).numpy()).max())
+        if not error <= SCORE_TOLERANCE:
+            failures.append(f"score_{codec}: |ΔQ| {error:.2e} > {SCORE_TOLERANCE:.0e}")
+        result[codec] = error
+    return result
+
+
+def accuracy(graphs, stages, gt, comp, batch=8):
+    """Per exit: mean PSNR of staged TFLite vs float exits, mean ΔPSNR lost to TFLite."""
+    num_exits = len(stages)
+    floats = [[] for _ in range(num_exits)]
+    for start in range(0, len(comp), batch):
+        values = {"y": comp[start:start + batch]}
+        for k in range(1, num_exits + 1):
+            g = graphs[f"stage_{k}"]
+            outs = g.reference([values[n] for n in g.input_names])
+            values.update(zip(g.output_names[1:], outs[1:]))
+            floats[k - 1].append(outs[0])
+    floats = [np.concatenate(f) for f in floats]
+    vs_float, lost = np.zeros((2, num_exits, len(comp)))
+    for n, y in enumerate(comp):
+        for k, out in enumerate(iterate_stages(stages, y[None]), 1):
+            lite, ref = out.float()[0], floats[k - 1][n]
+            vs_float[k - 1, n] = psnr(lite, ref)
+            lost[k - 1, n] = psnr(ref, gt[n]) - psnr(lite, gt[n])
+    return {"psnr_vs_float": [float(np.mean(v)) for v in vs_float],
+            "delta_psnr_lost": [float(np.mean(v)) for v in lost],
+            "pairs": len(comp)}

@@ -1,0 +1,185 @@
+"""The TensorFlow-free staged runner: parity with the Keras Enhancer, tiling and score
+pooling, per-tile decisions, integrity checks and the command line."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from export import run, tiling
+from export.image_files import read_image, write_image
+from export.manifest import ManifestError
+from export.runner import Runner
+from rbqe_tf import iqa
+from rbqe_tf.enhancer import Enhancer
+from test_export import export_tiny, tiny_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "tiny_exports"
+
+
+def _image(shape, seed=0, dtype=np.uint8):
+    """A smooth random image with 8×8 JPEG-like blocks, so scores differ between exits."""
+    rng = np.random.default_rng(seed)
+    base = np.kron(rng.random((shape[0] // 8 + 1, shape[1] // 8 + 1, *shape[2:])),
+                   np.ones((8, 8) + (1,) * (len(shape) - 2)))[:shape[0], :shape[1]]
+    noisy = np.clip(base + rng.normal(0, 0.03, shape), 0, 1)
+    return np.round(noisy * np.iinfo(dtype).max).astype(dtype)
+
+
+def _thresholds(scores):
+    """0 (exit 1), above every score (exit 5) and one between two exits' scores."""
+    best = max(range(1, 4), key=lambda j: scores[j] - max(scores[:j]))
+    return [0.0, 1.01] + ([(scores[best] + max(scores[:best])) / 2]
+                          if scores[best] > max(scores[:best]) + 1e-3 else [])
+
+
+@pytest.mark.parametrize("mode,max_diff,mean_diff", [("fp32", 1, 0.01),
+                                                      ("int8_full_int8_io", 8, 1.0)])
+def test_runner_matches_keras_enhancer_on_an_odd_colour_image(root, mode, max_diff, mean_diff):
+    image = _image((61, 53, 3), seed=3)  # pads to one 64×64 tile, like the Enhancer
+    runner = Runner(export_tiny(mode, root), "jpeg", threshold=1.01)
+    enhancer = Enhancer(tiny_model(), "jpeg", threshold=1.01)
+    keras_scores = enhancer(image).scores
+    assert len(set(np.round(keras_scores, 3))) > 1, keras_scores
+    np.testing.assert_allclose(runner(image).scores[0], keras_scores,
+                               atol=1e-5 if mode == "fp32" else 0.02)
+    for threshold in _thresholds(keras_scores):
+        runner.threshold = enhancer.threshold = threshold
+        expected, got = enhancer(image), runner(image)
+        assert got.exits == [expected.exit] and got.image.shape == image.shape
+        diff = np.abs(got.image.astype(int) - expected.image.astype(int))
+        assert diff.max() <= max_diff and diff.mean() < mean_diff, (threshold, diff.max(),
+                                                                    diff.mean())
+
+
+def test_forced_exits_match_keras(root):
+    image = _image((64, 40), seed=4)
+    runner = Runner(export_tiny("fp32", root), "hevc")
+    enhancer = Enhancer(tiny_model(), "hevc")
+    for k in (1, 3, 5):
+        result = runner(image, exit=k)
+        assert result.exits == [k] and result.scores == [[]]
+        assert np.abs(result.image.astype(int) - enhancer(image, exit=k).image).max() <= 1
+
+
+@pytest.mark.parametrize("shape,dtype", [((37, 53), np.uint16), ((33, 31, 4), np.uint8),
+                                         ((1, 1), np.uint8), ((70, 130, 3), np.uint8)])
+def test_any_size_mode_and_depth_round_trip(root, shape, dtype):
+    image = _image(shape, seed=5, dtype=dtype) if min(shape[:2]) > 1 else np.zeros(shape, dtype)
+    result = Runner(export_tiny("int8_full_fp32_io", root))(image)
+    assert result.image.shape == image.shape and result.image.dtype == image.dtype
+    if image.ndim == 3 and image.shape[2] == 4:
+        np.testing.assert_array_equal(result.image[..., 3], image[..., 3])
+
+
+def test_tiles_partition_the_image_and_its_score_patches():
+    for size in (1, 7, 61, 64, 65, 150, 301):
+        axis = tiling.layout(size, 64, 8)
+        assert axis.padded >= size and axis.owned[0][0] == 0 and axis.owned[-1][1] == axis.padded
+        assert all(a[1] == b[0] for a, b in zip(axis.owned, axis.owned[1:]))
+        for block in (4, 8):
+            ranges = [tiling.owned_patches(axis, i, block) for i in range(len(axis.origins))]
+            assert all(0 <= lo <= hi <= 64 // block - 1 for lo, hi in ranges)
+            owned = sorted(p + axis.origins[i] // block for i, (lo, hi) in enumerate(ranges)
+                           for p in range(lo, hi))
+            assert owned == list(range(max(size // block - 1, 0)))
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "hevc"])
+def test_pooled_tile_scores_match_the_stitched_image_score(root, codec):
+    y = _image((150, 130), seed=6).astype(np.float64) / 255  # 3×3 tiles of 64
+    runner = Runner(export_tiny("fp32", root), codec, threshold=1.01)
+    _, exits, scores = runner.enhance_y(y)
+    assert exits == [5] and len(scores[0]) == 4
+    for k, pooled in enumerate(scores[0], 1):
+        stitched, _, _ = runner.enhance_y(y, exit=k)
+        whole = float(iqa.quality_score(stitched[None, :, :, None], codec)[0])
+        assert pooled == pytest.approx(whole, abs=0.01)
+
+
+def test_per_tile_decisions(root):
+    y = _image((150, 130), seed=7).astype(np.float64) / 255
+    folder = export_tiny("fp32", root)
+    assert Runner(folder, threshold=0.0, decision="tile").enhance_y(y)[1] == [1] * 9
+    _, exits, scores = Runner(folder, threshold=1.01, decision="tile").enhance_y(y)
+    assert exits == [5] * 9 and all(len(s) == 4 for s in scores)
+    forced, _, _ = Runner(folder, decision="tile").enhance_y(y, exit=2)
+    np.testing.assert_array_equal(forced, Runner(folder).enhance_y(y, exit=2)[0])
+
+
+def test_runner_imports_no_tensorflow():
+    code = ("import sys, export.run, export.runner, export.bench\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'tf_keras', 'rbqe_tf', 'datasets'))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+@pytest.fixture
+def tampered(root, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(export_tiny("fp32", root), folder)
+    data = bytearray((folder / "stage_3.tflite").read_bytes())
+    data[len(data) // 2] ^= 1
+    (folder / "stage_3.tflite").write_bytes(bytes(data))
+    return folder
+
+
+def test_sha256_mismatch_is_refused(tampered, tmp_path, capsys):
+    with pytest.raises(ManifestError, match="stage_3.tflite: sha256 .* does not match"):
+        Runner(tampered)
+    image = tmp_path / "a.png"
+    write_image(image, _image((40, 40)))
+    assert run.main([str(image), "--models", str(tampered), "--out", str(tmp_path / "o")]) == 2
+    assert "does not match the manifest" in capsys.readouterr().err
+
+
+def test_cli_reports_bad_inputs_and_keeps_going(root, tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    write_image(images / "good.png", _image((45, 70, 3)))
+    (images / "corrupt.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    args = [str(images), str(tmp_path / "missing.png"), "--models", export_tiny("fp32", root),
+            "--out", str(out), "--threads", "1", "--noxnnpack"]
+    assert run.main(args) == 1
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 2 and "corrupt.png: error: not a readable image" in errors[0]
+    assert "missing.png: error: no such file" in errors[1]
+    assert "good.png: exit" in captured.out and "1 enhanced, 2 failed" in captured.out
+    assert read_image(out / "good.png").shape == (45, 70, 3)
+    assert run.main(args[:1] + args[2:]) == 1  # the output exists now
+    assert "exists (use --overwrite" in capsys.readouterr().err
+    assert run.main(args[:1] + args[2:] + ["--overwrite", "--decision", "tile"]) == 1
+    assert run.main([str(images / "good.png"), "--models", export_tiny("fp32", root),
+                     "--out", str(images)]) == 1
+    assert "would overwrite an input" in capsys.readouterr().err
+
+
+# LiteRT's Delegate.__del__ raises (harmlessly) after a failed load_delegate.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_cli_usage_errors(root, tmp_path, capsys):
+    folder = export_tiny("fp32", root)
+    image = tmp_path / "a.png"
+    write_image(image, _image((16, 16)))
+    assert run.main([str(image), "--models", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "manifest.json: no such file" in capsys.readouterr().err
+    assert run.main([str(image), "--models", folder, "--out", str(tmp_path), "--exit", "6"]) == 2
+    assert run.main([str(image), "--models", folder, "--out", str(tmp_path),
+                     "--delegate", str(tmp_path / "nope.so")]) == 2
+    assert "nope.so: no such file" in capsys.readouterr().err
+    (tmp_path / "junk.so").write_bytes(b"not a library")
+    assert run.main([str(image), "--models", folder, "--out", str(tmp_path),
+                     "--delegate", str(tmp_path / "junk.so")]) == 2
+    assert "junk.so" in capsys.readouterr().err
+    assert run.main([str(image), "--models", folder, "--out", str(tmp_path),
+                     "--overlap", "12"]) == 2
+    assert "overlap must be a multiple of 8" in capsys.readouterr().err
