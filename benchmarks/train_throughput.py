@@ -85,9 +85,10 @@ def main():
                    "steps_per_cpu_s": statistics.median(cpu), "windows": wall,
                    "loss_after": loss}
             results["runs"].append(run)
-            print(f"{args.variant} {batch}x{patch}² {precision}: {steps:.2f} steps/s, "
-                  f"{run['pixels_per_s'] / 1e6:.2f} Mpixel/s, {run['steps_per_cpu_s']:.2f} "
-                  f"steps/CPU-s (windows: {', '.join(f'{w:.2f}' for w in wall)})", flush=True)
+            print(f"{args.variant} {batch}x{patch}² {precision}: {steps:.3f} steps/s, "
+                  f"{run['pixels_per_s'] / 1e3:.1f} kpixel/s, {run['steps_per_cpu_s']:.3f} "
+                  f"steps/CPU-s, loss after {loss:.3g} "
+                  f"(windows: {', '.join(f'{w:.3f}' for w in wall)})", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

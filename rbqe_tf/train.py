@@ -13,13 +13,13 @@ fresh where there is none). Exit status: 0 done, 2 bad configuration (one line o
 stderr, nothing done), 128+N after signal N (SIGINT/SIGTERM: the current step
 finishes and a checkpoint is saved).
 """
-import os
 import sys
 
 from absl import app, flags, logging
 
+from rbqe_tf.cli import fail, import_tensorflow_quietly, parse_flags
 from rbqe_tf.train_config import (CODEC_CHOICES, SCHEDULES, STRATEGIES, ConfigError,
-                                  TrainConfig, check)
+                                  TrainConfig, check, wants_multi_worker)
 
 D = TrainConfig(data=[], run_dir="")  # defaults
 FLAGS = flags.FLAGS
@@ -52,37 +52,26 @@ flags.DEFINE_string("strategy", D.strategy, f"tf.distribute strategy: {'|'.join(
 flags.DEFINE_string("init", D.init, "Start from the weights of this .keras model.")
 
 
-def _fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0])
-
-
 def main(argv):
     if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        return fail(f"unexpected arguments: {' '.join(argv[1:])}")
     cfg = TrainConfig(**{name: FLAGS[name].value for name in D.to_dict()})
     try:
         check(cfg)
     except ConfigError as e:
-        _fail(str(e))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return fail(str(e))
+    if not wants_multi_worker(cfg.strategy):  # that strategy must start TensorFlow itself
+        import_tensorflow_quietly()  # only for a valid configuration
     logging.set_verbosity(logging.WARNING)  # absl would show TensorFlow's INFO messages
-    from rbqe_tf import trainer  # TensorFlow loads only for a valid configuration
+    from rbqe_tf import trainer
     from rbqe_tf.image_io import ImageError
     from rbqe_tf.model import WeightsError
     try:
-        run = trainer.Run(cfg, sys.argv)
+        run = trainer.Run(cfg, ["python", "-m", "rbqe_tf.train", *sys.argv[1:]])
     except (ConfigError, ValueError, OSError, ImageError, WeightsError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     return run.train()
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=parse_flags)

@@ -2,6 +2,7 @@
 configurations fail in well under a second)."""
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +33,16 @@ class TrainConfig:
     val: list = dataclasses.field(default_factory=list)
     codec: str = "jpeg"
     variant: str = "rbqe"
-    steps: int = 20000
+    steps: int = 10000
     batch: int = 8
-    patch: int = 96
+    patch: int = 64
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     warmup: int = 100
     clip_norm: float = 0.0
     exit_weights: str = "paper"
     seed: int = 0
-    ckpt_every: int = 500
+    ckpt_every: int = 200
     val_every: int = 2000
     val_crop: int = 0
     log_every: int = 20
@@ -80,6 +81,22 @@ def parse_weight_table(spec):
     return np.repeat(table, rows, 0) if len(table) == 1 else table
 
 
+def cluster_workers():
+    """Worker addresses that ``TF_CONFIG`` names ([] if it is unset); ConfigError if bad."""
+    try:
+        workers = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {}).get(
+            "worker", [])
+    except (ValueError, AttributeError):
+        raise ConfigError("TF_CONFIG is not a JSON object with cluster.worker") from None
+    return list(workers)
+
+
+def wants_multi_worker(strategy):
+    """Whether ``--strategy`` resolves to MultiWorkerMirroredStrategy (decidable before
+    TensorFlow starts, which that strategy requires)."""
+    return strategy == "multi_worker" or (strategy == "auto" and len(cluster_workers()) > 1)
+
+
 def has_checkpoint(run_dir):
     """Whether ``run_dir`` holds a training checkpoint."""
     return (Path(run_dir) / CHECKPOINT_DIR / "checkpoint").is_file()
@@ -100,6 +117,8 @@ def check(cfg):
              f"unknown lr schedule {cfg.lr_schedule!r} (expected one of {', '.join(SCHEDULES)})")
     _require(cfg.strategy in STRATEGIES,
              f"unknown strategy {cfg.strategy!r} (expected one of {', '.join(STRATEGIES)})")
+    _require(cfg.strategy != "multi_worker" or cluster_workers(),
+             "--strategy multi_worker needs TF_CONFIG naming the cluster's workers")
     _require(cfg.patch > 0 and cfg.patch % SIZE_MULTIPLE == 0,
              f"--patch must be a positive multiple of {SIZE_MULTIPLE}, got {cfg.patch}")
     _require(cfg.val_crop >= 0 and cfg.val_crop % SIZE_MULTIPLE == 0,

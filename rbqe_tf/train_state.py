@@ -20,36 +20,41 @@ from rbqe_tf.train_config import CHECKPOINT_DIR
 class Checkpoints:
     """CheckpointManager over model, optimizer and counters of a :class:`TrainStep`.
 
-    Checkpoint numbers are step numbers. Non-chief workers of a multi-worker run must
-    save too (it is collective) but write to a scratch folder that is deleted.
+    Checkpoint numbers are step numbers. Every worker restores from
+    ``RUN_DIR/checkpoints``; non-chief workers of a multi-worker run must save too (it
+    is collective) but write to a scratch folder that is deleted again.
     """
 
     def __init__(self, run_dir, train_step, chief=True, max_to_keep=3):
         self.checkpoint = tf.train.Checkpoint(
             model=train_step.model, optimizer=train_step.optimizer,
             step=train_step.step_count, skipped=train_step.skipped)
-        directory = Path(run_dir) / (CHECKPOINT_DIR if chief else f".worker-{os.getpid()}")
-        self.chief, self.directory = chief, directory
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep)
+        self.shared = Path(run_dir) / CHECKPOINT_DIR
+        self.directory = self.shared if chief else Path(run_dir) / f".worker-{os.getpid()}"
+        self.chief = chief
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory),
+                                                  max_to_keep)
         self.step_var = train_step.step_count
+        self.saved_step = None
 
     def restore_latest(self):
-        """Restores the newest checkpoint; returns its step (0 if there is none)."""
-        if self.manager.latest_checkpoint is None:
-            return 0
-        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-        return int(self.step_var.numpy())
+        """Restores the newest checkpoint; returns its step (None if there is none)."""
+        latest = tf.train.latest_checkpoint(str(self.shared))
+        if latest is None:
+            return None
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self.saved_step = int(self.step_var.numpy())
+        return self.saved_step
 
     def save(self):
-        """Saves at the current step (once per step) and returns the path."""
+        """Saves at the current step (once per step); returns the chief's newest path."""
         step = int(self.step_var.numpy())
-        latest = self.manager.latest_checkpoint
-        if latest and latest.endswith(f"-{step}"):
-            return latest
-        path = self.manager.save(checkpoint_number=step)
-        if not self.chief:
-            tf.io.gfile.rmtree(str(self.directory))
-        return path
+        if step != self.saved_step:
+            self.manager.save(checkpoint_number=step)
+            self.saved_step = step
+            if not self.chief:
+                tf.io.gfile.rmtree(str(self.directory))
+        return tf.train.latest_checkpoint(str(self.shared))
 
 
 class StopSignal:

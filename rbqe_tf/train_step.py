@@ -7,32 +7,28 @@ update is applied (finite) or the step is skipped and counted (NaN/Inf). Optiona
 global-norm clipping uses that same norm, so it acts on the full-batch gradient as
 on one device.
 """
-import json
-import os
-
 import keras
 import tensorflow as tf
 
 from rbqe_tf.loss import weighted_loss
-from rbqe_tf.train_config import STRATEGIES
+from rbqe_tf.train_config import STRATEGIES, wants_multi_worker
 COSINE_FINAL_RATIO = 0.01  # cosine decay ends at lr * this
 
 
 def make_strategy(name="auto"):
     """``default`` (one device), ``mirrored`` (all local GPUs, else all logical CPUs),
-    ``multi_worker`` (cluster from ``TF_CONFIG``); ``auto``: multi_worker if TF_CONFIG
-    names several workers, mirrored if there are several GPUs, else default."""
+    ``multi_worker`` (cluster from ``TF_CONFIG``; create it before any TensorFlow op);
+    ``auto``: multi_worker if TF_CONFIG names several workers, mirrored if there are
+    several GPUs, else default."""
+    if wants_multi_worker(name):
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "auto":
-        workers = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", [])
-        gpus = tf.config.list_logical_devices("GPU")
-        name = "multi_worker" if len(workers) > 1 else "mirrored" if len(gpus) > 1 else "default"
+        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r} (expected one of {', '.join(STRATEGIES)})")
 
 

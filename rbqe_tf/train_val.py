@@ -25,12 +25,19 @@ class Validator:
 
     def __init__(self, images, size_multiple=32):
         self.images, self.multiple = images, size_multiple
+        self._model = self._forward = None
 
-    def __call__(self, model):
-        """→ rows ``{codec, level, images, psnr_input, psnr: [per exit], dpsnr: [per exit]}``."""
-        forward = tf.function(lambda y: model(y, training=False), reduce_retracing=True)
-        groups = {}
+    def __call__(self, model, should_stop=lambda: False):
+        """→ rows ``{codec, level, images, psnr_input, psnr: [per exit], dpsnr: [per exit]}``,
+        or None if ``should_stop()`` became true between two images."""
+        if model is not self._model:  # trace once per model, shapes left dynamic
+            self._model, self._forward = model, tf.function(
+                lambda y: model(y, training=False),
+                input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
+        forward, groups = self._forward, {}
         for im in self.images:
+            if should_stop():
+                return None
             h, w = im.gt.shape
             y = _pad(im.compressed, self.multiple).astype(np.float32)[None, ..., None] / 255.0
             exits = forward(tf.constant(y))

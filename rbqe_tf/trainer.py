@@ -43,27 +43,27 @@ def build(cfg, strategy):
     replicas = strategy.num_replicas_in_sync
     if cfg.batch % replicas:
         raise ConfigError(f"--batch {cfg.batch} is not divisible by the {replicas} replicas")
+    init = load_model(cfg.init) if cfg.init else None
     keras.utils.set_random_seed(cfg.seed)
     with strategy.scope():
         model = build_model(cfg.variant)
-        if cfg.init:
-            source = load_model(cfg.init)
-            if source.rbqe_config != model.rbqe_config:
+        if init is not None:
+            if init.rbqe_config != model.rbqe_config:
                 raise ConfigError(f"--init {cfg.init}: architecture differs from --variant "
                                   f"{cfg.variant}")
-            model.set_weights(source.get_weights())
+            model.set_weights(init.get_weights())
         lr = learning_rate(cfg.lr, cfg.lr_schedule, cfg.steps, cfg.warmup)
         step = TrainStep(model, strategy, cfg.batch, parse_weight_table(cfg.exit_weights),
                          lr=lr, clip_norm=cfg.clip_norm or None)
     return model, step
 
 
-def record_config(cfg, run_dir, start_step, strategy, argv):
+def record_config(cfg, run_dir, resumed, start_step, strategy, argv):
     """Writes config.json: this launch's resolved config, command line and start step;
-    earlier launches of the run are kept under ``previous``."""
+    earlier launches of a resumed run are kept under ``previous``."""
     path = run_dir / CONFIG_NAME
     previous = []
-    if path.is_file() and start_step > 0:
+    if path.is_file() and resumed:
         old = json.loads(path.read_text())
         previous = old.pop("previous", []) + [old]
     write_json(path, {
@@ -83,13 +83,11 @@ class Run:
         self.strategy = make_strategy(cfg.strategy)
         self.chief = is_chief(self.strategy)
         self.run_dir = Path(cfg.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         source, val_images = load_sources(cfg)
         self.model, self.train_step = build(cfg, self.strategy)
         self.checkpoints = Checkpoints(self.run_dir, self.train_step, self.chief)
-        self.start = self.checkpoints.restore_latest() if cfg.resume else 0
-        if self.chief:
-            record_config(cfg, self.run_dir, self.start, self.strategy, argv)
+        restored = self.checkpoints.restore_latest() if cfg.resume else None
+        self.resumed, self.start = restored is not None, restored or 0
         dataset = data.make_train_dataset(source, cfg.patch, cfg.batch, seed=cfg.seed,
                                           start_index=self.start * cfg.batch)
         options = tf.data.Options()
@@ -97,6 +95,9 @@ class Run:
             tf.data.experimental.AutoShardPolicy.DATA)
         self.iterator = iter(self.strategy.experimental_distribute_dataset(
             dataset.with_options(options)))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.chief:
+            record_config(cfg, self.run_dir, self.resumed, self.start, self.strategy, argv)
         self.writer = (tf.summary.create_file_writer(str(self.run_dir / "tb")) if self.chief
                        else tf.summary.create_noop_writer())
         self.validator = (Validator(val_images, self.model.rbqe_config.size_multiple)
@@ -107,8 +108,11 @@ class Run:
             tqdm.write(message)
             sys.stdout.flush()
 
-    def validate(self, step):
-        rows = self.validator(self.model)
+    def validate(self, step, stop):
+        """Validates, prints and records; skipped if ``stop`` fires meanwhile."""
+        rows = self.validator(self.model, should_stop=lambda: stop.signum is not None)
+        if rows is None:
+            return
         self.say(format_table(rows, step))
         if self.chief:
             with self.writer.as_default():
@@ -117,25 +121,26 @@ class Run:
 
     def train(self):
         """Steps from the start step to ``cfg.steps``; returns the exit status."""
+        cfg = self.cfg
         with StopSignal() as stop:
-            if self.start:
+            if self.resumed:
                 self.say(f"resumed {self.run_dir} at step {self.start}"
-                         + (" (--init ignored)" if self.cfg.init else ""))
+                         + (" (--init ignored)" if cfg.init else ""))
             elif self.validator:
-                self.validate(0)
+                self.validate(0, stop)
             step = self._loop(stop)
+            if self.validator and (not cfg.val_every or cfg.steps % cfg.val_every):
+                self.validate(cfg.steps, stop)
+            self.writer.flush()
+            if stop.signum is None and self.chief:
+                export_model(self.model, self.run_dir / FINAL_NAME)
+                self.say(f"done: {cfg.steps} steps, {int(self.train_step.skipped.numpy())} "
+                         f"skipped; wrote {self.run_dir / FINAL_NAME}")
         if stop.signum is not None:
             path = self.checkpoints.save()
             self.say(f"stopped by signal {stop.signum} after step {step}; saved {path}; "
                      f"continue with --resume")
             return 128 + stop.signum
-        cfg = self.cfg
-        if self.validator and (not cfg.val_every or cfg.steps % cfg.val_every):
-            self.validate(cfg.steps)
-        if self.chief:
-            export_model(self.model, self.run_dir / FINAL_NAME)
-            self.say(f"done: {cfg.steps} steps, {int(self.train_step.skipped.numpy())} "
-                     f"skipped; wrote {self.run_dir / FINAL_NAME}")
         return 0
 
     def _loop(self, stop):
@@ -159,6 +164,6 @@ class Run:
                 if step % cfg.ckpt_every == 0 or step == cfg.steps:
                     self.checkpoints.save()
                 if self.validator and cfg.val_every and step % cfg.val_every == 0:
-                    self.validate(step)
+                    self.validate(step, stop)
         return step
 

@@ -135,7 +135,7 @@ def test_validation_pads_crops_and_reports_delta_psnr(images):
     shapes = []
 
     def identity(y, training):  # five exits equal to the (padded) input
-        shapes.append(tuple(y.shape))
+        tf.py_function(lambda s: shapes.append(tuple(s.numpy())) or 0, [tf.shape(y)], tf.int32)
         return [y] * 5
 
     rows = Validator(val)(identity)
