@@ -18,8 +18,8 @@ from export.graphs import fixed_tile_model, model_graphs, score_graph
 from export.litert_model import make_interpreter, open_model
 from export.manifest import MANIFEST, read_manifest, sha256_file, tensor_entries, write_manifest
 from export.representative import compressed_patches, image_crops, ramp, stage_inputs
-from rbqe_tf import iqa
-from rbqe_tf.levels import BLOCK_SIZE, CODECS, DEFAULT_LEVELS
+from rbqe_tf.calibration import resolve_threshold
+from rbqe_tf.levels import BLOCK_SIZE, CODECS, DEFAULT_LEVELS, PUBLISHED_THRESHOLDS
 from rbqe_tf.macs import macs_per_exit, macs_per_stage
 
 
@@ -41,14 +41,25 @@ def _write_atomic(path, data):
     os.replace(tmp, path)
 
 
+def exit_thresholds(codecs, weights=None):
+    """codec → (τ, source): calibrated beside ``weights`` ("calibrated") or the paper's."""
+    return {c: resolve_threshold(c, weights) if weights else (PUBLISHED_THRESHOLDS[c], "default")
+            for c in codecs}
+
+
 class Exporter:
-    """Graphs of ``model`` at ``tile``×``tile`` for the score models of ``codecs``."""
+    """Graphs of ``model`` at ``tile``×``tile`` for the score models of ``codecs``.
+
+    ``weights``: the model's .keras path, recorded in the manifest; the exit thresholds
+    are the ones calibrated beside it (``rbqe_tf.calibration``), else the paper's.
+    """
 
     def __init__(self, model, tile, codecs=CODECS, weights=None):
         multiple = model.rbqe_config.size_multiple
         if tile < multiple or tile % multiple:
             raise ValueError(f"tile must be a positive multiple of {multiple}, got {tile}")
         self.model, self.tile, self.codecs, self.weights = model, tile, tuple(codecs), weights
+        self.thresholds = exit_thresholds(self.codecs, weights)
         self.num_exits = model.rbqe_config.num_exits
         self.graphs = model_graphs(fixed_tile_model(model, tile))
         self.graphs.update({f"score_{c}": score_graph(c, tile) for c in self.codecs})
@@ -159,7 +170,8 @@ class Exporter:
         return {
             "quantize": mode, "tile": self.tile, "size_multiple": cfg.size_multiple,
             "num_exits": cfg.num_exits, "codecs": list(self.codecs),
-            "thresholds": {c: iqa.DEFAULT_THRESHOLDS[c] for c in self.codecs},
+            "thresholds": {c: tau for c, (tau, _) in self.thresholds.items()},
+            "threshold_sources": {c: source for c, (_, source) in self.thresholds.items()},
             "block_size": {c: BLOCK_SIZE[c] for c in self.codecs},
             "model": {"config": cfg.to_dict(), "weights": self.weights and {
                 "path": os.path.basename(self.weights), "sha256": sha256_file(self.weights)}},

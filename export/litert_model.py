@@ -2,7 +2,8 @@
 
 Tensors are exchanged as :class:`Value` (array + quantization): an int8 output stays
 int8 and is passed to the next stage as it is when both sides share scale and zero
-point, else it is requantized (or dequantized / quantized for float inputs).
+point (up to float32 round-off), else it is requantized (or dequantized / quantized
+for float inputs).
 """
 import dataclasses
 
@@ -35,11 +36,17 @@ def _quant_tuple(entry):
     return None if q is None else (q["scale"], q["zero_point"])
 
 
+def same_quantization(a, b):
+    """Equal zero points and scales within 1e-5 relative (float32 calibration round-off)."""
+    return (a is not None and b is not None and a[1] == b[1]
+            and abs(a[0] - b[0]) <= 1e-5 * abs(b[0]))
+
+
 def to_input(value, dtype, quant):
     """``value`` as the data of an input of ``dtype`` with ``quant`` (copy only if needed)."""
     if quant is None:
         return value.float()
-    if value.quant == quant and value.data.dtype == dtype:
+    if value.data.dtype == dtype and same_quantization(value.quant, quant):
         return value.data
     scale, zero_point = quant
     info = np.iinfo(dtype)

@@ -1,4 +1,4 @@
-"""``python -m export.tflite --weights W.keras --out DIR [--quantize MODE] [--tile 256]``.
+"""``python -m export.tflite [--weights W.keras] --out DIR [--quantize MODE] [--tile 256]``.
 
 Writes ``exit_k.tflite`` and ``stage_k.tflite`` (k = 1..5), ``score_<codec>.tflite`` and
 ``manifest.json``, after checking every file (export/verify.py); on a failed check it
@@ -19,13 +19,14 @@ from export.convert import QUANT_MODES  # noqa: E402
 from export.exporter import Exporter, ExportError  # noqa: E402
 from export.manifest import MANIFEST  # noqa: E402
 from rbqe_tf.levels import CODECS  # noqa: E402
-from rbqe_tf.model import WeightsError, load_model  # noqa: E402
+from rbqe_tf.model import WeightsError, default_weights, load_model  # noqa: E402
 
 INT8_ALIAS = "int8_full_int8_io"
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train.")
+flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train "
+                    "(default: the model shipped for the first of --codecs).")
 flags.DEFINE_string("out", None, "Output folder for the .tflite files and manifest.json.")
 flags.DEFINE_enum("quantize", "fp32", [*QUANT_MODES, "int8"],
                   f"Quantization; 'int8' (or --quantize alone) = {INT8_ALIAS}.")
@@ -49,11 +50,11 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)  # the converter's deprecation chatter
     if len(argv) > 1:
         return fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.weights or not FLAGS.out:
-        return fail("--weights and --out are required")
-    unknown = sorted(set(FLAGS.codecs) - set(CODECS))
-    if unknown:
-        return fail(f"unknown codec(s) {', '.join(unknown)} (expected {', '.join(CODECS)})")
+    if not FLAGS.out:
+        return fail("--out is required")
+    if not FLAGS.codecs or set(FLAGS.codecs) - set(CODECS):
+        return fail(f"--codecs: expected some of {', '.join(CODECS)}, "
+                    f"got {','.join(FLAGS.codecs) or 'none'}")
     mode = INT8_ALIAS if FLAGS.quantize == "int8" else FLAGS.quantize
     if os.path.isdir(FLAGS.out) and not FLAGS.overwrite and any(
             n == MANIFEST or n.endswith(".tflite") for n in os.listdir(FLAGS.out)):
@@ -62,8 +63,9 @@ def main(argv):
         if not os.path.isdir(folder):
             return fail(f"{name} {folder}: no such folder")
     try:
+        weights = FLAGS.weights or default_weights(FLAGS.codecs[0])
         start = time.perf_counter()
-        exporter = Exporter(load_model(FLAGS.weights), FLAGS.tile, FLAGS.codecs, FLAGS.weights)
+        exporter = Exporter(load_model(weights), FLAGS.tile, FLAGS.codecs, weights)
         print(f"traced {len(exporter.graphs)} graphs at {FLAGS.tile}×{FLAGS.tile} "
               f"({time.perf_counter() - start:.0f} s)")
         manifest = exporter.export(FLAGS.out, mode, (FLAGS.calib, FLAGS.calib_images),
@@ -74,6 +76,9 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         return 1
     report = manifest["verification"]
+    print("exit thresholds: " + ", ".join(
+        f"{c} {manifest['thresholds'][c]:.4f} ({manifest['threshold_sources'][c]})"
+        for c in manifest["codecs"]))
     print(f"verified {mode} at {FLAGS.tile}×{FLAGS.tile} on {report['pairs']} validation "
           "pairs; per exit:")
     for k, (vs, lost) in enumerate(zip(report["psnr_vs_float"], report["delta_psnr_lost"]), 1):

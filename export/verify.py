@@ -68,7 +68,7 @@ def parity(graphs, models, stages, checker, probes):
         for k in range(1, len(stages) + 1):
             g = graphs[f"exit_{k}"]
             monolithic.append(_run(models[g.name], g, [y])[0])
-            keep(g.name, checker.compare(f"{g.name} vs Keras (probe {p})",
+            keep(g.name, checker.compare(f"{g.name} vs float (probe {p})",
                                          monolithic[-1], g.reference([y])[0]))
             g = graphs[f"stage_{k}"]
             inputs = next(stage_inputs(graphs, k, y))
@@ -76,7 +76,7 @@ def parity(graphs, models, stages, checker, probes):
             expected = g.reference(inputs)
             names = g.output_names if checker.mode in FLOAT_TOLERANCE else g.output_names[:1]
             for name, a, e in zip(names, outputs, expected):
-                keep(g.name, checker.compare(f"{g.name} {name} vs Keras (probe {p})", a, e))
+                keep(g.name, checker.compare(f"{g.name} {name} vs float (probe {p})", a, e))
         for k, out in enumerate(iterate_stages(stages, y), 1):
             keep(f"chain_{k}", checker.compare(f"stages 1..{k} vs exit_{k}.tflite (probe {p})",
                                                out.float(), monolithic[k - 1]))

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from export import verify
 from export.convert import QUANT_MODES
-from export.exporter import Exporter, ExportError
+from export.exporter import Exporter, ExportError, exit_thresholds
 from export.gpu_ops import GPU_OPS, gpu_problems, op_counts
 from export.litert_model import Value, make_interpreter, to_input
 from export.manifest import read_manifest, sha256_file
@@ -69,6 +69,7 @@ def test_export_writes_checked_files_and_manifest(root, mode):
     assert set(manifest["files"]) == names | {"score_jpeg", "score_hevc"}
     assert manifest["quantize"] == mode and manifest["tile"] == TILE
     assert manifest["thresholds"] == iqa.DEFAULT_THRESHOLDS
+    assert manifest["threshold_sources"] == {"jpeg": "default", "hevc": "default"}
     assert len(manifest["macs"]["per_exit"]) == 5 and len(manifest["macs"]["per_stage"]) == 5
     assert manifest["versions"]["tensorflow"] == tf.__version__
     assert manifest["versions"]["ai_edge_litert"]
@@ -136,6 +137,7 @@ def test_to_input_requantizes_dequantizes_and_passes_through():
     data = np.array([-128, -100, 0, 127], np.int8)
     value = Value(data, (0.5, -128))
     assert to_input(value, np.int8, (0.5, -128)) is data
+    assert to_input(value, np.int8, (0.5 * (1 + 1e-7), -128)) is data  # calibration round-off
     np.testing.assert_array_equal(to_input(value, np.int8, (1.0, -128)), [-128, -114, -64, 0])
     np.testing.assert_array_equal(to_input(value, np.float32, None), [0, 14, 64, 127.5])
     np.testing.assert_array_equal(to_input(Value(np.array([0.0, 300.0], np.float32)), np.int8,
@@ -214,8 +216,8 @@ def test_manifest_is_plain_json(root):
 
 
 @pytest.mark.parametrize("flags,message", [
-    ({}, "--weights and --out are required"),
-    ({"codecs": ["jpeg", "av1"]}, "unknown codec(s) av1"),
+    ({}, "--out is required"),
+    ({"codecs": ["jpeg", "av1"]}, "--codecs: expected some of jpeg, hevc, got jpeg,av1"),
     ({"calib": "/nonexistent"}, "--calib /nonexistent: no such folder"),
     ({"weights": "/nonexistent.keras"}, "/nonexistent.keras: no such file"),
     ({"out": "EXPORTED"}, "holds an earlier export (use --overwrite"),
@@ -242,6 +244,15 @@ def test_bare_quantize_means_int8():
     assert bare_quantize(["p", "--quantize", "--tile=64"]) == ["p", "--quantize=int8",
                                                                 "--tile=64"]
     assert bare_quantize(["p", "--quantize", "fp16"]) == ["p", "--quantize", "fp16"]
+
+
+def test_thresholds_calibrated_beside_the_weights_win(tmp_path):
+    weights = tmp_path / "m.keras"
+    assert exit_thresholds(("jpeg", "hevc"), weights) == {"jpeg": (0.79, "default"),
+                                                          "hevc": (0.89, "default")}
+    (tmp_path / "m.thresholds.json").write_text(json.dumps({"jpeg": {"threshold": 0.53}}))
+    assert exit_thresholds(("jpeg", "hevc"), weights) == {"jpeg": (0.53, "calibrated"),
+                                                          "hevc": (0.89, "default")}
 
 
 def test_tile_must_be_a_multiple_of_32():

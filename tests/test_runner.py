@@ -122,6 +122,16 @@ def test_runner_imports_no_tensorflow():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
+def test_cli_without_opencv_says_how_to_install_it(tmp_path):
+    code = ("import sys; sys.modules['cv2'] = None\n"
+            "from export.run import main\n"
+            f"sys.exit(main(['a.png', '--models', {str(tmp_path)!r}, '--out', {str(tmp_path)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: reading and writing image files needs OpenCV: "
+                                   "pip install opencv-python-headless")
+
+
 @pytest.fixture
 def tampered(root, tmp_path):
     folder = tmp_path / "models"
