@@ -1,0 +1,429 @@
+"""``python -m export.benchmark --models DIR --json OUT.json``: what early exit saves,
+measured on this device (ai-edge-litert + NumPy; OpenCV only for the image set).
+
+1. Every model file: ``--warmup`` untimed then ``--runs`` timed invokes (files taken
+   round-robin) → min / median / p90 ms, and GMAC/s from the manifest's MACs.
+2. Each exit k: the monolithic ``exit_k`` vs stages 1..k run as the runner runs them
+   (``export.stages``, features passed on), timed alternately → ratio.
+3. The quality-score model's cost, and its ratio to a full exit-K pass.
+4. A mixed-quality image set (``--images DIR``, else generated: three scenes JPEG-coded
+   at QF 10–50) through ``export.runner.Runner``: early exit vs always exit K — mean
+   ms per image, exit histogram, MACs per image (tiles × the manifest's MACs).
+5. Peak resident memory; energy per image from battery counters with
+   ``--energy_seconds`` (``export.energy``), else MACs per image as the proxy.
+
+``--print_commands`` prints the official ``benchmark_model`` command lines for the
+export instead, and ``--parse_logs DIR`` turns their logs into the same kind of JSON
+(``export.benchmark_model``). Errors are one ``error:`` line (exit status 2).
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import load_delegate
+
+from export import benchmark_model, tiling
+from export.bench_images import GENERATED_QUALITIES, folder_set, generated_set
+from export.energy import DEFAULT_ROOT, EnergyMeter
+from rbqe_tf.image_io import ImageError
+from export.latency import Progress, cpu_count, peak_rss_mb, stats_ms, time_round_robin
+from export.litert_model import ModelError, Value, open_model
+from export.manifest import ManifestError, checked_path, read_manifest
+from export.op_macs import read_op_macs
+from export.runner import Runner
+from export.stages import iterate_stages
+
+# The issue's targets (int8, 2 threads, 512×512 on the development CPU).
+TARGETS = {"staged_over_monolithic": 1.05, "score_over_full_pass": 0.05,
+           "early_exit_over_always_last": 0.7}
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m export.benchmark",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--models", help="export folder (python -m export.tflite)")
+    p.add_argument("--images", help="folder of compressed test images (default: generated "
+                   f"scenes at JPEG QF {', '.join(map(str, GENERATED_QUALITIES))})")
+    p.add_argument("--size", type=int, help="side of the generated images (default: the tile)")
+    p.add_argument("--codec", choices=("jpeg", "hevc"), help="score model and threshold "
+                   "(default: the export's first codec)")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument("--noxnnpack", dest="xnnpack", action="store_false",
+                   help="plain TFLite kernels instead of the XNNPACK CPU delegate")
+    p.add_argument("--delegate", help="delegate library for the exit and stage models")
+    p.add_argument("--runs", type=int, default=10, help="timed invokes per model (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed invokes first (default 2)")
+    p.add_argument("--image_repeats", type=int, default=1,
+                   help="runs per image and mode; the median counts (default 1)")
+    p.add_argument("--energy_seconds", type=float, default=0.0,
+                   help="repeat the image set for at least this long per mode while reading "
+                   "battery counters (0: energy not measured)")
+    p.add_argument("--power_supply", default=DEFAULT_ROOT, help="power-supply sysfs folder")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--markdown", help="write a markdown summary here")
+    p.add_argument("--print_commands", "--print-commands", action="store_true",
+                   help="print benchmark_model command lines for --models and exit")
+    p.add_argument("--binary", default="benchmark_model", help="benchmark_model path "
+                   "(as the device sees it) for --print_commands")
+    p.add_argument("--device_dir", help="folder of the models on the device "
+                   "(default: --models)")
+    p.add_argument("--log_dir", default="bm_logs", help="log folder for --print_commands")
+    p.add_argument("--gpu", action="store_true", help="--print_commands: add GPU lines")
+    p.add_argument("--profile", action="store_true",
+                   help="--print_commands: --enable_op_profiling=true")
+    p.add_argument("--parse_logs", "--parse-logs", metavar="DIR",
+                   help="parse benchmark_model logs in DIR into --json/--markdown")
+    return p
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _random_feeds(model, rng):
+    feeds = {}
+    for name, (index, dtype, quant) in model.inputs.items():
+        shape = model.interpreter.get_tensor(index).shape
+        feeds[name] = (Value(rng.random(shape, np.float32)) if quant is None else
+                       Value(rng.integers(-128, 128, shape).astype(dtype), quant))
+    return feeds
+
+
+def _gmacs(macs, ms):
+    return macs / ms / 1e6 if macs and ms else None
+
+
+def exit_rows(times, manifest, key="median_ms"):
+    """Per exit: monolithic vs the sum of stages 1..k of separately timed files (for
+    benchmark_model logs); ``times``: model name → stats dict."""
+    rows = []
+    for k in range(1, manifest["num_exits"] + 1):
+        stages = [times.get(f"stage_{s}", {}).get(key) for s in range(1, k + 1)]
+        mono = times.get(f"exit_{k}", {}).get(key)
+        if mono is None or None in stages:
+            continue
+        rows.append({"exit": k, "monolithic_ms": mono, "staged_ms": sum(stages),
+                     "ratio": sum(stages) / mono,
+                     "gmacs_per_s": _gmacs(manifest["macs"]["per_exit"][k - 1], mono)})
+    return rows
+
+
+class Bench:
+    """One benchmark run of an export folder (see the module docstring)."""
+
+    def __init__(self, args, command):
+        self.args, self.folder, self.command = args, args.models, command
+        self.manifest = read_manifest(args.models)
+        self.codec = args.codec or self.manifest["codecs"][0]
+        if self.codec not in self.manifest["codecs"]:
+            raise ManifestError(f"{args.models}: exported for "
+                                f"{', '.join(self.manifest['codecs'])}, not {self.codec}")
+        self.k = self.manifest["num_exits"]
+        self.models = {}
+        for name in self.manifest["files"]:
+            delegates = ((load_delegate(args.delegate),) if args.delegate
+                         and not name.startswith("score_") else ())
+            self.models[name] = open_model(self.folder, self.manifest, name, args.threads,
+                                           args.xnnpack, delegates)
+        self.runner = Runner(self.folder, self.codec, None, args.threads, args.xnnpack,
+                             args.delegate)
+        self.images = (folder_set(args.images) if args.images else
+                       generated_set(args.size or self.manifest["tile"]))
+        if not self.images:
+            raise ImageError(f"{args.images}: no image files")
+
+    def _macs(self, name):
+        kind, _, k = name.partition("_")
+        per = {"exit": "per_exit", "stage": "per_stage"}.get(kind)
+        return self.manifest["macs"][per][int(k) - 1] if per else 0
+
+    def model_files(self):
+        rng = np.random.default_rng(0)
+        calls = {}
+        for name, model in self.models.items():
+            model.run(_random_feeds(model, rng))  # inputs stay set; invokes are timed
+            calls[name] = model.interpreter.invoke
+        stats = time_round_robin(calls, self.args.runs, self.args.warmup)
+        for name, s in stats.items():
+            s["macs"] = self._macs(name)
+            s["gmacs_per_s"] = _gmacs(s["macs"], s["median_ms"])
+            s["bytes"] = self.manifest["files"][name]["bytes"]
+        return stats
+
+    def staged_vs_monolithic(self, progress):
+        tile = self.manifest["tile"]
+        y = np.random.default_rng(1).random((1, tile, tile, 1), np.float32)
+        stages = [self.models[f"stage_{s}"] for s in range(1, self.k + 1)]
+        rows = []
+        for k in range(1, self.k + 1):
+            exit_k = self.models[f"exit_{k}"]
+            stats = time_round_robin({
+                "monolithic": lambda: exit_k.run({"y": Value(y)}),
+                "staged": lambda: [None for _ in iterate_stages(stages[:k], y)],
+            }, self.args.runs, self.args.warmup)
+            macs = self.manifest["macs"]["per_exit"][k - 1]
+            rows.append({"exit": k, "macs": macs, **stats,
+                         "ratio": stats["staged"]["median_ms"] / stats["monolithic"]["median_ms"],
+                         "gmacs_per_s": _gmacs(macs, stats["monolithic"]["median_ms"])})
+            progress.step(f"exit {k}: staged/monolithic {rows[-1]['ratio']:.3f}")
+        return rows
+
+    def score(self, files):
+        name, full = f"score_{self.codec}", f"exit_{self.k}"
+        return {"codec": self.codec, "model": name, "median_ms": files[name]["median_ms"],
+                "full_pass_model": full, "full_pass_median_ms": files[full]["median_ms"],
+                "ratio": files[name]["median_ms"] / files[full]["median_ms"]}
+
+    def _tiles(self, image):
+        rows, cols = (tiling.layout(n, self.runner.tile, self.runner.overlap)
+                      for n in image.shape[:2])
+        return len(rows.origins) * len(cols.origins)
+
+    def early_exit(self, progress):
+        per_exit = self.manifest["macs"]["per_exit"]
+        image = self.images[0][1]
+        self.runner(image), self.runner(image, exit=self.k)  # warm-up
+        records = []
+        for name, image in self.images:
+            early, full = [], []
+            for _ in range(self.args.image_repeats):
+                result = self.runner(image)
+                early.append(result.ms)
+                full.append(self.runner(image, exit=self.k).ms)
+            tiles = self._tiles(image)
+            records.append({"image": name, "shape": list(image.shape), "tiles": tiles,
+                            "exit": result.exit, "scores": result.scores[0],
+                            "early_ms": float(np.median(early)),
+                            "always_last_ms": float(np.median(full)),
+                            "macs": tiles * per_exit[result.exit - 1],
+                            "always_last_macs": tiles * per_exit[-1]})
+            progress.step(f"{name}: exit {result.exit}, {records[-1]['early_ms']:.0f} ms vs "
+                          f"{records[-1]['always_last_ms']:.0f} ms")
+        mean = {key: float(np.mean([r[key] for r in records]))
+                for key in ("early_ms", "always_last_ms", "macs", "always_last_macs")}
+        return {"source": self.args.images or "generated", "count": len(records),
+                "threshold": self.runner.threshold, "decision": self.runner.decision,
+                "mean_ms": mean["early_ms"], "always_last_mean_ms": mean["always_last_ms"],
+                "ratio": mean["early_ms"] / mean["always_last_ms"],
+                "histogram": {str(k): sum(r["exit"] == k for r in records)
+                              for k in range(1, self.k + 1)},
+                "macs_per_image": mean["macs"], "always_last_macs_per_image":
+                mean["always_last_macs"], "macs_ratio": mean["macs"] / mean["always_last_macs"],
+                "images": records}
+
+    def energy(self, early, progress):
+        proxy = {"macs_per_image": early["macs_per_image"],
+                 "always_last_macs_per_image": early["always_last_macs_per_image"]}
+        if self.args.energy_seconds <= 0:
+            return {"available": False, "reason": "--energy_seconds 0",
+                    "proxy": proxy}
+        meter = EnergyMeter(self.args.power_supply)
+        if meter.folder is None:
+            return {"available": False, "reason": f"no battery under {self.args.power_supply}",
+                    "proxy": proxy}
+        out = {"available": True, "proxy": proxy}
+        for mode, exit_ in (("early_exit", None), ("always_last", self.k)):
+            meter.start()
+            start, count = time.perf_counter(), 0
+            while time.perf_counter() - start < self.args.energy_seconds:
+                for _, image in self.images:
+                    self.runner(image, exit=exit_)
+                    count += 1
+            reading = meter.stop()
+            reading.update(images=count, seconds=time.perf_counter() - start,
+                           joules_per_image=reading["joules"] and reading["joules"] / count)
+            out[mode] = reading
+            out["available"] = out["available"] and reading["joules"] is not None
+            progress.step(f"energy {mode}: {reading['joules_per_image'] or reading['reason']}")
+        if out["available"]:
+            out["ratio"] = (out["early_exit"]["joules_per_image"]
+                            / out["always_last"]["joules_per_image"])
+        else:
+            out["reason"] = "; ".join(r["reason"] for r in (out["early_exit"], out["always_last"])
+                                      if r["reason"])
+        return out
+
+    def run(self):
+        progress = Progress(1 + self.k + len(self.images)
+                            + (2 if self.args.energy_seconds > 0 else 0))
+        files = self.model_files()
+        progress.step(f"{len(files)} model files timed")
+        exits = self.staged_vs_monolithic(progress)
+        early = self.early_exit(progress)
+        energy = self.energy(early, progress)
+        progress.close()
+        full = f"exit_{self.k}"
+        rss, rss_source = peak_rss_mb()
+        result = {
+            "tool": "export.benchmark", "command": self.command,
+            "export": {"folder": self.folder, "quantize": self.manifest["quantize"],
+                       "tile": self.manifest["tile"], "num_exits": self.k,
+                       "codec": self.codec},
+            "settings": {"threads": self.args.threads, "xnnpack": self.args.xnnpack,
+                         "delegate": self.args.delegate, "runs": self.args.runs,
+                         "warmup": self.args.warmup, "image_repeats": self.args.image_repeats},
+            "host": _host(),
+            "models": files, "exits": exits, "score": self.score(files),
+            "early_exit": early, "energy": energy,
+            "memory": {"peak_rss_mb": rss, "source": rss_source},
+            "ops": {full: read_op_macs(checked_path(self.folder, self.manifest, full))},
+        }
+        result["targets"] = targets(result)
+        return result
+
+
+def targets(result):
+    """The issue's targets with the measured values (met: whether each holds)."""
+    worst = max(r["ratio"] for r in result["exits"])
+    values = {"staged_over_monolithic": worst, "score_over_full_pass": result["score"]["ratio"],
+              "early_exit_over_always_last": result["early_exit"]["ratio"]}
+    return {name: {"value": v, "limit": TARGETS[name], "met": v <= TARGETS[name]}
+            for name, v in values.items()}
+
+
+def _host():
+    try:
+        from importlib.metadata import version
+        litert = version("ai-edge-litert")
+    except Exception:  # an unpackaged install (e.g. copied onto a device)
+        litert = None
+    return {"platform": platform.platform(), "machine": platform.machine(),
+            "cpus": cpu_count(), "load_average_1min": (os.getloadavg()[0]
+                                                       if hasattr(os, "getloadavg") else None),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "ai_edge_litert": litert}
+
+
+def _f(value, digits=1):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(result):
+    """A markdown summary of :meth:`Bench.run`'s result."""
+    ex, s = result["export"], result["settings"]
+    lines = [f"Export `{ex['folder']}` ({ex['quantize']}, tile {ex['tile']}), "
+             f"{s['threads']} threads, XNNPACK {'on' if s['xnnpack'] else 'off'}"
+             + (f", delegate {s['delegate']}" if s["delegate"] else "")
+             + f"; {s['runs']} timed runs after {s['warmup']} warm-up.", "",
+             "| model | min ms | median ms | p90 ms | GMAC | GMAC/s |", "|---|---|---|---|---|---|"]
+    for name, m in result["models"].items():
+        lines.append(f"| {name} | {_f(m['min_ms'])} | {_f(m['median_ms'])} | {_f(m['p90_ms'])} | "
+                     f"{_f(m['macs'] / 1e9, 3)} | {_f(m['gmacs_per_s'])} |")
+    lines += ["", "| exit | monolithic ms | stages 1..k ms | ratio |", "|---|---|---|---|"]
+    for r in result["exits"]:
+        lines.append(f"| {r['exit']} | {_f(r['monolithic']['median_ms'])} | "
+                     f"{_f(r['staged']['median_ms'])} | {r['ratio']:.3f} |")
+    sc, ee = result["score"], result["early_exit"]
+    hist = ", ".join(f"exit {k}: {n}" for k, n in ee["histogram"].items())
+    lines += ["", f"Quality score ({sc['model']}): {_f(sc['median_ms'], 2)} ms = "
+              f"{100 * sc['ratio']:.1f} % of a full {sc['full_pass_model']} pass.", "",
+              f"Early exit on {ee['count']} images ({ee['source']}, τ = {ee['threshold']:.3f}): "
+              f"{_f(ee['mean_ms'])} ms per image vs {_f(ee['always_last_mean_ms'])} ms always "
+              f"at the last exit (ratio {ee['ratio']:.3f}); {_f(ee['macs_per_image'] / 1e9, 3)} vs "
+              f"{_f(ee['always_last_macs_per_image'] / 1e9, 3)} GMAC per image "
+              f"(ratio {ee['macs_ratio']:.3f}); exits: {hist}.", ""]
+    en = result["energy"]
+    lines.append("Energy: " + (
+        f"{en['early_exit']['joules_per_image']:.3f} J per image with early exit vs "
+        f"{en['always_last']['joules_per_image']:.3f} J at the last exit "
+        f"({en['early_exit']['method']})" if en["available"] else
+        f"not available ({en['reason']}); proxy: MACs per image above."))
+    mem = result["memory"]
+    lines += ["", f"Peak RSS: {_f(mem['peak_rss_mb'])} MiB ({mem['source']}).", "",
+              "| target | value | limit | met |", "|---|---|---|---|"]
+    for name, t in result["targets"].items():
+        lines.append(f"| {name} | {t['value']:.3f} | ≤ {t['limit']} | "
+                     f"{'yes' if t['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def logs_result(folder, manifest=None):
+    """benchmark_model logs in ``folder`` → JSON: per configuration the models' times,
+    and with a manifest the per-exit staged/monolithic ratios and the score ratio."""
+    parsed = benchmark_model.parse_logs(folder)
+    out = {"tool": "benchmark_model", "logs": folder, "configs": {},
+           "rejected": [{"log": r["log"], "model": r["model"], "reason": r["reason"]}
+                        for r in parsed["rejected"]]}
+    for config, models in parsed["configs"].items():
+        entry = {"models": models}
+        if manifest is not None:
+            entry["exits"] = exit_rows(models, manifest, key="mean_ms")
+            full = models.get(f"exit_{manifest['num_exits']}")
+            entry["score"] = {c: models[f"score_{c}"]["mean_ms"] / full["mean_ms"]
+                              for c in manifest["codecs"] if full and f"score_{c}" in models}
+        out["configs"][config] = entry
+    return out
+
+
+def logs_markdown(result):
+    lines = [f"benchmark_model logs in `{result['logs']}` (times in ms; mean = the tool's "
+             "'Inference (avg)')."]
+    for config, entry in result["configs"].items():
+        lines += ["", f"**{config}**", "", "| model | mean | median | min | p95 |",
+                  "|---|---|---|---|---|"]
+        for name, r in sorted(entry["models"].items()):
+            lines.append(f"| {name} | {_f(r.get('mean_ms'), 2)} | {_f(r.get('median_ms'), 2)} | "
+                         f"{_f(r.get('min_ms'), 2)} | {_f(r.get('p95_ms'), 2)} |")
+        for r in entry.get("exits", []):
+            lines.append(f"\nexit {r['exit']}: stages 1..k / monolithic = {r['ratio']:.3f}")
+    if result["rejected"]:
+        lines += ["", "Rejected (not reported):"]
+        lines += [f"- {r['log']}: {r['reason']}" for r in result["rejected"]]
+    return "\n".join(lines) + "\n"
+
+
+def _write(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(argv)
+    try:
+        if args.parse_logs:
+            if not os.path.isdir(args.parse_logs):
+                return fail(f"--parse_logs {args.parse_logs}: no such folder")
+            result = logs_result(args.parse_logs,
+                                 read_manifest(args.models) if args.models else None)
+            text = logs_markdown(result)
+        else:
+            if not args.models:
+                return fail("--models is required (an export folder written by "
+                            "python -m export.tflite)")
+            if args.print_commands:
+                manifest = read_manifest(args.models)
+                cfg = benchmark_model.configs((1, args.threads) if args.threads > 1 else (1,),
+                                              args.xnnpack, not args.xnnpack, args.gpu)
+                print("\n".join(benchmark_model.command_lines(
+                    manifest, args.device_dir or args.models, args.log_dir, args.binary, cfg,
+                    args.runs, args.warmup, args.profile)))
+                return 0
+            if args.runs < 1 or args.warmup < 0 or args.image_repeats < 1:
+                return fail("--runs and --image_repeats must be ≥ 1, --warmup ≥ 0")
+            if args.images and not os.path.isdir(args.images):
+                return fail(f"--images {args.images}: no such folder")
+            if args.delegate and not os.path.isfile(args.delegate):
+                return fail(f"--delegate {args.delegate}: no such file")
+            result = Bench(args, "python -m export.benchmark " + shlex.join(argv)).run()
+            text = markdown(result)
+    except (ManifestError, ModelError, ImageError, ImportError, OSError, ValueError) as e:
+        return fail(str(e))
+    print(text, end="")
+    if args.json:
+        _write(args.json, json.dumps(result, indent=1) + "\n")
+    if args.markdown:
+        _write(args.markdown, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""The on-device benchmark harness on a tiny-variant export (JSON fields and sanity,
+not timings), the battery energy reader on a fake sysfs, benchmark_model command
+lines and log parsing (a partial or failed GPU delegation is never a GPU result)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from export import benchmark, benchmark_model
+from export.energy import EnergyMeter, batteries
+from export.manifest import read_manifest
+from rbqe_tf.image_io import write_image
+from test_export import export_tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "tiny_exports"
+
+
+def _check_stats(stats, runs):
+    assert stats["runs"] == runs
+    assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+
+
+@pytest.mark.slow
+def test_harness_json_on_generated_images(root, tmp_path):
+    folder = export_tiny("fp32", root)
+    manifest = read_manifest(folder)
+    out, md = tmp_path / "b.json", tmp_path / "b.md"
+    assert benchmark.main(["--models", folder, "--runs", "3", "--warmup", "1", "--threads", "1",
+                           "--json", str(out), "--markdown", str(md)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["models"]) == set(manifest["files"])
+    for name, stats in result["models"].items():
+        _check_stats(stats, 3)
+        kind, _, k = name.partition("_")
+        expected = {"exit": manifest["macs"]["per_exit"], "stage": manifest["macs"]["per_stage"]}
+        assert stats["macs"] == (expected[kind][int(k) - 1] if kind in expected else 0)
+    assert [r["exit"] for r in result["exits"]] == [1, 2, 3, 4, 5]
+    for r in result["exits"]:
+        _check_stats(r["monolithic"], 3)
+        _check_stats(r["staged"], 3)
+        assert r["ratio"] == pytest.approx(r["staged"]["median_ms"] / r["monolithic"]["median_ms"])
+    score = result["score"]
+    assert score["model"] == "score_jpeg" and score["ratio"] == pytest.approx(
+        result["models"]["score_jpeg"]["median_ms"] / result["models"]["exit_5"]["median_ms"])
+
+    ee = result["early_exit"]
+    assert ee["source"] == "generated" and ee["count"] == len(ee["images"]) == 15
+    assert sum(ee["histogram"].values()) == 15
+    per_exit = manifest["macs"]["per_exit"]
+    for image in ee["images"]:
+        assert image["shape"] == [manifest["tile"]] * 2 and image["tiles"] == 1
+        assert image["macs"] == per_exit[image["exit"] - 1]
+        assert len(image["scores"]) == min(image["exit"], 4)
+        assert image["early_ms"] > 0 and image["always_last_ms"] > 0
+        assert ee["histogram"][str(image["exit"])] >= 1
+    assert ee["macs_per_image"] == pytest.approx(
+        np.mean([per_exit[i["exit"] - 1] for i in ee["images"]]))
+    assert ee["always_last_macs_per_image"] == per_exit[-1]
+    assert ee["ratio"] == pytest.approx(ee["mean_ms"] / ee["always_last_mean_ms"])
+    # The generated set must exercise the decision: not every image at one exit.
+    assert max(ee["histogram"].values()) < 15
+
+    assert result["energy"]["available"] is False
+    assert result["energy"]["proxy"]["macs_per_image"] == ee["macs_per_image"]
+    assert result["memory"]["peak_rss_mb"] > 10
+    conv_macs = sum(v["macs"] for v in result["ops"]["exit_5"].values())
+    assert conv_macs == pytest.approx(per_exit[-1], rel=1e-4)  # independent of rbqe_tf.macs
+    assert set(result["targets"]) == set(benchmark.TARGETS)
+    assert result["settings"]["threads"] == 1 and result["export"]["quantize"] == "fp32"
+    assert "| exit | monolithic ms | stages 1..k ms | ratio |" in md.read_text()
+
+
+@pytest.mark.slow
+def test_harness_on_an_image_folder_counts_tiles(root, tmp_path):
+    folder = export_tiny("fp32", root)
+    per_exit = read_manifest(folder)["macs"]["per_exit"]
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    write_image(images / "a.png", rng.integers(0, 256, (100, 90, 3), dtype=np.uint8))
+    write_image(images / "b.png", rng.integers(0, 256, (40, 64), dtype=np.uint8))
+    out = tmp_path / "b.json"
+    assert benchmark.main(["--models", folder, "--images", str(images), "--runs", "1",
+                           "--warmup", "0", "--json", str(out)]) == 0
+    ee = json.loads(out.read_text())["early_exit"]
+    # 64-pixel tiles overlapping by 2×8: 100 and 90 pixels need 2 tiles each.
+    assert [(i["image"], i["tiles"]) for i in ee["images"]] == [("a.png", 4), ("b.png", 1)]
+    assert ee["always_last_macs_per_image"] == (4 + 1) / 2 * per_exit[-1]
+
+
+def test_bad_input_is_one_error_line(tmp_path, capsys):
+    assert benchmark.main(["--json", "x.json"]) == 2
+    assert capsys.readouterr().err.startswith("error: --models is required")
+    assert benchmark.main(["--models", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "manifest.json: no such file" in err
+    assert len(err.strip().splitlines()) == 1
+    assert benchmark.main(["--parse_logs", str(tmp_path / "none")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_harness_imports_no_tensorflow():
+    code = ("import sys, export.benchmark\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'tf_keras'))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_image_set_without_opencv_says_how_to_install_it():
+    code = ("import sys; sys.modules['cv2'] = None\n"
+            "from export.bench_images import generated_set\n"
+            "generated_set(64)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert "pip install opencv-python-headless" in proc.stderr.strip().splitlines()[-1]
+
+
+# --- energy -------------------------------------------------------------------------
+
+def _supply(root, name, **files):
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, value in files.items():
+        (folder / key).write_text(f"{value}\n")
+    return folder
+
+
+def test_energy_from_energy_now(tmp_path):
+    _supply(tmp_path, "AC", type="Mains", online=1)
+    bat = _supply(tmp_path, "BAT0", type="Battery", status="Discharging", energy_now=5_000_000,
+                  charge_counter=3_000_000, voltage_now=4_000_000)
+    assert batteries(tmp_path) == [str(bat)]
+    meter = EnergyMeter(tmp_path)
+    meter.start(background=False)
+    (bat / "energy_now").write_text("4999000\n")  # 1000 µWh = 3.6 J
+    reading = meter.stop()
+    assert reading["method"] == "energy_now" and reading["joules"] == pytest.approx(3.6)
+
+
+def test_energy_from_charge_counter_and_voltage(tmp_path):
+    bat = _supply(tmp_path, "battery", type="Battery", status="Discharging",
+                  charge_counter=3_000_000, voltage_now=4_000_000, current_now=-500_000)
+    meter = EnergyMeter(tmp_path)
+    meter.start(background=False)
+    (bat / "charge_counter").write_text("2999000\n")  # 1 mAh = 3.6 C
+    (bat / "voltage_now").write_text("3800000\n")  # mean 3.9 V
+    reading = meter.stop()
+    assert reading["method"] == "charge_counter x voltage_now"
+    assert reading["joules"] == pytest.approx(3.6 * 3.9)
+
+
+def test_energy_from_sampled_current_and_voltage(tmp_path):
+    _supply(tmp_path, "battery", type="Battery", status="Discharging",
+            current_now=-500_000, voltage_now=4_000_000)  # 2 W
+    now = [0.0]
+    meter = EnergyMeter(tmp_path, clock=lambda: now[0])
+    meter.start(background=False)
+    for t in (1.0, 2.0, 3.0):
+        now[0] = t
+        meter.sample()
+    now[0] = 3.5
+    reading = meter.stop()
+    assert reading["method"] == "current_now x voltage_now"
+    assert reading["joules"] == pytest.approx(2.0 * 3.5)
+
+
+def test_energy_not_available(tmp_path):
+    assert EnergyMeter(tmp_path / "missing").stop()["reason"].startswith("no battery under")
+    bat = _supply(tmp_path, "BAT0", type="Battery", status="Charging", energy_now=5_000_000)
+    meter = EnergyMeter(tmp_path)
+    meter.start(background=False)
+    (bat / "energy_now").write_text("5001000\n")
+    assert meter.stop()["joules"] is None
+    (bat / "status").write_text("Discharging\n")
+    meter.start(background=False)
+    reading = meter.stop()  # the counter did not move
+    assert reading["joules"] is None and "did not change" in reading["reason"]
+
+
+# --- benchmark_model ----------------------------------------------------------------
+
+CPU_LOG = """\
+INFO: STARTING!
+INFO: Log parameter values verbosely: [0]
+INFO: Min num runs: [20]
+INFO: Num threads: [2]
+INFO: Min warmup runs: [3]
+INFO: Graph: [/data/local/tmp/rbqe/exit_5.tflite]
+INFO: Enable op profiling: [1]
+INFO: #threads used for CPU inference: [2]
+INFO: Use xnnpack: [1]
+INFO: Loaded model /data/local/tmp/rbqe/exit_5.tflite
+INFO: Initialized TensorFlow Lite runtime.
+INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
+VERBOSE: Replacing 179 out of 179 node(s) with delegate (TfLiteXNNPackDelegate) node, yielding 1 partitions for subgraph 0.
+INFO: The input model file size (MB): 1.23
+INFO: Initialized session in 41.7ms.
+INFO: Running benchmark for at least 3 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=4 first=201342 curr=150211 min=149870 max=201342 avg=163103 std=22050 p5=149870 median=150211 p95=201342
+
+INFO: Running benchmark for at least 20 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=20 first=150998 curr=149001 min=147342 max=158110 avg=150432 std=2411 p5=147342 median=149876 p95=157002
+
+INFO: Inference timings in us: Init: 41700, First inference: 201342, Warmup (avg): 163103, Inference (avg): 150432
+INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.
+INFO: Memory footprint delta from the start of the tool (MB): init=12.5 overall=61.25
+INFO: Overall peak memory footprint (MB) via periodic monitoring: 70.5
+INFO: Profiling Info for Benchmark Initialization:
+============================== Summary by node type ==============================
+\t             [Node type]\t  [count]\t  [avg ms]\t    [avg %]\t    [cdf %]\t  [mem KB]\t[times called]
+\t ModifyGraphWithDelegate\t        1\t    30.100\t    90.000%\t    90.000%\t     0.000\t        1
+\t         AllocateTensors\t        1\t     3.300\t    10.000%\t   100.000%\t     0.000\t        2
+
+INFO: Operator-wise Profiling Info for Regular Benchmark Runs:
+============================== Summary by node type ==============================
+\t             [Node type]\t  [count]\t  [avg ms]\t    [avg %]\t    [cdf %]\t  [mem KB]\t[times called]
+\t       DEPTHWISE_CONV_2D\t       31\t    61.200\t    41.000%\t    41.000%\t     0.000\t       31
+\t                 CONV_2D\t       98\t    55.100\t    36.900%\t    77.900%\t     0.000\t       98
+\t          TRANSPOSE_CONV\t       15\t    20.400\t    13.700%\t    91.600%\t     0.000\t       15
+\t                     MUL\t       50\t    12.600\t     8.400%\t   100.000%\t     0.000\t       50
+
+Timings (microseconds): count=20 first=150100 curr=149000 min=147000 max=158000 avg=149300 std=2400
+Memory (bytes): count=0
+194 nodes observed
+"""
+
+GPU_HEAD = """\
+INFO: STARTING!
+INFO: Graph: [/data/local/tmp/rbqe/stage_2.tflite]
+INFO: Use gpu: [1]
+INFO: Loaded model /data/local/tmp/rbqe/stage_2.tflite
+INFO: Initialized TensorFlow Lite runtime.
+INFO: Created TensorFlow Lite delegate for GPU.
+"""
+GPU_TAIL = """\
+INFO: Initialized session in 812.4ms.
+INFO: Running benchmark for at least 3 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=14 first=98000 curr=30100 min=29800 max=98000 avg=35000 std=17000 p5=29800 median=30200 p95=98000
+
+INFO: Running benchmark for at least 20 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=33 first=30500 curr=30011 min=29700 max=31900 avg=30300.5 std=480 p5=29750 median=30200 p95=31500
+
+INFO: Inference timings in us: Init: 812400, First inference: 98000, Warmup (avg): 35000, Inference (avg): 30300.5
+"""
+GPU_FULL = GPU_HEAD + """\
+VERBOSE: Replacing 52 out of 52 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 1 partitions for the whole graph.
+INFO: Initialized OpenCL-based API.
+INFO: Created 1 GPU delegate kernels.
+INFO: Explicitly applied GPU delegate, and the model graph will be completely executed by the delegate.
+""" + GPU_TAIL
+GPU_PARTIAL = GPU_HEAD + """\
+VERBOSE: Replacing 40 out of 52 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 3 partitions for the whole graph.
+INFO: Initialized OpenCL-based API.
+INFO: Created 1 GPU delegate kernels.
+INFO: Explicitly applied GPU delegate, and the model graph will be partially executed by the delegate w/ 1 delegate kernels.
+""" + GPU_TAIL
+GPU_FAILED = GPU_HEAD + """\
+VERBOSE: Replacing 52 out of 52 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 1 partitions for the whole graph.
+ERROR: TfLiteGpuDelegate Init: TRANSPOSE_CONV: Unsupported op version
+INFO: Created 0 GPU delegate kernels.
+ERROR: TfLiteGpuDelegate Prepare: delegate is not initialized
+ERROR: Node number 52 (TfLiteGpuDelegateV2) failed to prepare.
+ERROR: Restored original execution plan after delegate application failure.
+""" + GPU_TAIL
+GPU_NO_DELEGATE = GPU_HEAD.replace("INFO: Created TensorFlow Lite delegate for GPU.\n",
+                                   "ERROR: Failed to create GPU delegate.\n") + GPU_TAIL
+
+
+def test_cpu_log_is_parsed():
+    rec = benchmark_model.parse_log(CPU_LOG, "cpu_t2")
+    assert rec["accepted"] and rec["backend"] == "cpu" and rec["threads"] == 2
+    assert rec["graph"] == "/data/local/tmp/rbqe/exit_5.tflite"
+    assert rec["mean_ms"] == pytest.approx(150.432) and rec["init_ms"] == pytest.approx(41.7)
+    assert rec["first_ms"] == pytest.approx(201.342)
+    assert rec["warmup_mean_ms"] == pytest.approx(163.103)
+    assert (rec["runs"], rec["min_ms"], rec["median_ms"], rec["p95_ms"]) == (
+        20, pytest.approx(147.342), pytest.approx(149.876), pytest.approx(157.002))
+    assert rec["delta_overall_mb"] == 61.25 and rec["monitored_peak_mb"] == 70.5
+    assert rec["delegation"] == [{"delegate": "TfLiteXNNPackDelegate", "nodes": 179, "of": 179,
+                                  "partitions": 1}]
+    assert [r["op"] for r in rec["op_profile"]] == ["DEPTHWISE_CONV_2D", "CONV_2D",
+                                                    "TRANSPOSE_CONV", "MUL"]
+    assert rec["op_profile"][0] == {"op": "DEPTHWISE_CONV_2D", "count": 31, "avg_ms": 61.2,
+                                    "percent": 41.0}
+
+
+def test_gpu_result_needs_every_node_delegated():
+    full = benchmark_model.parse_log(GPU_FULL, "gpu")
+    assert full["accepted"] and full["backend"] == "gpu"
+    assert full["mean_ms"] == pytest.approx(30.3005)
+    partial = benchmark_model.parse_log(GPU_PARTIAL, "gpu")
+    assert not partial["accepted"] and "replaced 40 of 52 nodes" in partial["reason"]
+    failed = benchmark_model.parse_log(GPU_FAILED, "gpu")
+    assert not failed["accepted"] and "CPU fallback" in failed["reason"]
+    none = benchmark_model.parse_log(GPU_NO_DELEGATE, None)  # "Use gpu: [1]" in the log
+    assert none["backend"] == "gpu" and not none["accepted"]
+    assert "ran on the CPU" in none["reason"]
+    crashed = benchmark_model.parse_log(GPU_FULL.split("INFO: Initialized session")[0], "gpu")
+    assert not crashed["accepted"] and "run failed" in crashed["reason"]
+
+
+def test_parse_logs_cli_keeps_rejected_logs_out_of_results(root, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "exit_5__cpu_t2.log").write_text(CPU_LOG)
+    (logs / "stage_2__gpu.log").write_text(GPU_PARTIAL)
+    (logs / "stage_3__gpu.log").write_text(GPU_FULL.replace("stage_2", "stage_3"))
+    out = tmp_path / "logs.json"
+    assert benchmark.main(["--parse_logs", str(logs), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["configs"]) == {"cpu_t2", "gpu"}
+    assert set(result["configs"]["gpu"]["models"]) == {"stage_3"}
+    assert result["configs"]["cpu_t2"]["models"]["exit_5"]["mean_ms"] == pytest.approx(150.432)
+    assert [(r["log"], r["model"]) for r in result["rejected"]] == [("stage_2__gpu.log",
+                                                                     "stage_2")]
+
+
+def test_command_lines_cover_every_model_and_config():
+    manifest = {"files": {n: {"path": f"{n}.tflite"} for n in
+                          ("exit_1", "stage_1", "score_jpeg")}}
+    cfg = benchmark_model.configs((1, 2), gpu=True)
+    lines = benchmark_model.command_lines(manifest, "/data/local/tmp/m/", "/data/local/tmp/logs",
+                                          "/data/local/tmp/benchmark_model", cfg, runs=7,
+                                          warmup=2, profile=True)
+    assert lines[0] == "mkdir -p /data/local/tmp/logs"
+    assert len(lines) == 1 + 3 + 3 + 2  # score models get no GPU line
+    gpu = [line for line in lines if "__gpu.log" in line]
+    assert [line.split("--graph=")[1].split()[0] for line in gpu] == [
+        "/data/local/tmp/m/exit_1.tflite", "/data/local/tmp/m/stage_1.tflite"]
+    line = next(line for line in lines if "exit_1__cpu_t2.log" in line)
+    assert line.split() == ["/data/local/tmp/benchmark_model",
+                            "--graph=/data/local/tmp/m/exit_1.tflite", "--num_threads=2",
+                            "--use_xnnpack=true", "--use_gpu=false", "--enable_op_profiling=true",
+                            "--num_runs=7", "--warmup_runs=2", ">",
+                            "/data/local/tmp/logs/exit_1__cpu_t2.log", "2>&1"]
+    assert "--use_gpu=true" in gpu[0] and "--use_xnnpack=false" in gpu[0]
+    # The names the command lines give the logs are the names parse_logs reads back.
+    assert benchmark_model.parse_log(GPU_FULL, "gpu")["accepted"]
+
+
+def test_print_commands_cli(root, capsys):
+    folder = export_tiny("fp32", root)
+    assert benchmark.main(["--models", folder, "--print-commands", "--gpu",
+                           "--device_dir", "/data/local/tmp/rbqe"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = read_manifest(folder)["files"]
+    assert len(lines) == 1 + 2 * len(names) + (len(names) - 2)
+    assert all(line.startswith("benchmark_model --graph=/data/local/tmp/rbqe/")
+               for line in lines[1:])
