@@ -5,17 +5,18 @@ import os
 import numpy as np
 
 from export.run import IMAGE_EXTENSIONS
-from rbqe_tf.image_io import opencv, read_image
+from rbqe_tf.image_io import read_image
 
 GENERATED_QUALITIES = (10, 20, 30, 40, 50)
 
 
 def _opencv():
     try:
-        return opencv()
+        import cv2
     except ImportError:
         raise ImportError("the benchmark's image set needs OpenCV (to generate JPEG test "
                           "images or read --images): pip install opencv-python-headless") from None
+    return cv2
 
 
 def _scenes(size):

@@ -31,7 +31,7 @@ from export import benchmark_model, tiling
 from export.bench_images import GENERATED_QUALITIES, folder_set, generated_set
 from export.energy import DEFAULT_ROOT, EnergyMeter
 from rbqe_tf.image_io import ImageError
-from export.latency import Progress, cpu_count, peak_rss_mb, stats_ms, time_round_robin
+from export.latency import Progress, cpu_count, peak_rss_mb, time_round_robin
 from export.litert_model import ModelError, Value, open_model
 from export.manifest import ManifestError, checked_path, read_manifest
 from export.op_macs import read_op_macs

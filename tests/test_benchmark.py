@@ -28,14 +28,20 @@ def _check_stats(stats, runs):
     assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"]
 
 
-@pytest.mark.slow
-def test_harness_json_on_generated_images(root, tmp_path):
-    folder = export_tiny("fp32", root)
-    manifest = read_manifest(folder)
-    out, md = tmp_path / "b.json", tmp_path / "b.md"
+@pytest.fixture(scope="module")
+def generated_run(root, tmp_path_factory):
+    """The harness on the tiny fp32 export and the generated image set: (JSON, markdown)."""
+    folder, tmp = export_tiny("fp32", root), tmp_path_factory.mktemp("bench")
+    out, md = tmp / "b.json", tmp / "b.md"
     assert benchmark.main(["--models", folder, "--runs", "3", "--warmup", "1", "--threads", "1",
                            "--json", str(out), "--markdown", str(md)]) == 0
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text()), md.read_text()
+
+
+@pytest.mark.slow
+def test_harness_json_on_generated_images(root, generated_run):
+    manifest = read_manifest(export_tiny("fp32", root))
+    result, md = generated_run
     assert set(result["models"]) == set(manifest["files"])
     for name, stats in result["models"].items():
         _check_stats(stats, 3)
@@ -75,7 +81,29 @@ def test_harness_json_on_generated_images(root, tmp_path):
     assert conv_macs == pytest.approx(per_exit[-1], rel=1e-4)  # independent of rbqe_tf.macs
     assert set(result["targets"]) == set(benchmark.TARGETS)
     assert result["settings"]["threads"] == 1 and result["export"]["quantize"] == "fp32"
-    assert "| exit | monolithic ms | stages 1..k ms | ratio |" in md.read_text()
+    assert "| exit | monolithic ms | stages 1..k ms | ratio |" in md
+
+
+@pytest.mark.slow
+def test_edge_figures_page_from_harness_runs(generated_run):
+    from benchmarks import edge_figures
+    result = generated_run[0]
+    summary = edge_figures._summary(result)
+    assert summary["exit_ms"] == [r["monolithic"]["median_ms"] for r in result["exits"]]
+    assert sum(map(int, summary["histogram"].split("/"))) == result["early_exit"]["count"]
+    res = {"command": "python -m benchmarks.edge_figures --tile 64", "date": "today",
+           "cpu": "cpu", "cpus": 2, "load_average": 1.0, "weights": "w.keras", "tile": 64,
+           "runs": 3, "warmup": 1, "peak_gmacs": 115.0, "num_exits": 5,
+           "issue_setup": False, "model_config": {"features": 4}, "seconds": 9.0,
+           "export_seconds": 1.0,
+           "macs_per_exit": [r["macs"] for r in result["exits"]],
+           "configs": {"fp32 t1": summary}, "targets": {"config": "fp32, 1 threads",
+                                                        "values": result["targets"]}}
+    page = edge_figures.markdown(res)
+    assert "python -m benchmarks.edge_figures --tile 64" in page and "115 GMAC/s" in page
+    assert "**Not the issue's setup**" in page and "features 4, tile 64" in page
+    row = next(line for line in page.splitlines() if line.startswith("| 5 |"))
+    assert f"{summary['exit_ms'][-1]:.1f}" in row
 
 
 @pytest.mark.slow

@@ -1,0 +1,343 @@
+"""Side-by-side edge figures: Keras (tf.function) vs TFLite fp32 / fp16 / int8 at 1 and 2
+threads → ``docs/benchmarks.md`` (+ JSON).
+
+    python -m benchmarks.edge_figures --weights rbqe_tf/weights/rbqe_jpeg.keras
+
+Per configuration: ms per exit (monolithic), achieved GMAC/s against this CPU's peak,
+the staged/monolithic ratio, the quality-score cost ratio and early exit on the
+mixed-quality set — every TFLite figure from one ``python -m export.benchmark`` run
+(medians and ratios of the same run), Keras from a child process per thread count
+(TensorFlow's thread pools are fixed at start-up). Exports are made with
+``python -m export.tflite`` into ``--exports`` and reused while the weights, tile and
+mode match (int8 calibration at 512² is slow: export it ahead, see docs/benchmarks.md).
+If a target is missed, an op-level profile follows: ``benchmark_model
+--enable_op_profiling`` when ``--benchmark_model`` is given, else op counts and MACs per
+op type read from the model file.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+MODES = {"fp32": "fp32", "fp16": "fp16", "int8": "int8_full_int8_io"}
+PEAK_NOTE = ("2 cores × 3.6 GHz × 32 FP32 FLOP/cycle ≈ 230 GFLOP/s = 115 GMAC/s "
+             "(PITFALLS.md; a large matmul reaches ≈ 190 GFLOP/s)")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m benchmarks.edge_figures",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--weights", help="trained .keras model (default: the shipped JPEG model)")
+    p.add_argument("--tile", type=int, default=512, help="tile = image side (default 512)")
+    p.add_argument("--modes", default="fp32,fp16,int8", help="TFLite modes: fp32,fp16,int8")
+    p.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    p.add_argument("--runs", type=int, default=3, help="timed runs per measurement")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up runs per measurement")
+    p.add_argument("--nokeras", dest="keras", action="store_false", help="skip Keras timings")
+    p.add_argument("--images", help="mixed-quality image folder (default: generated set)")
+    p.add_argument("--exports", default=os.path.join(tempfile.gettempdir(),
+                                                     "rbqe_edge_exports"),
+                   help="folder of cached exports (<mode>_<tile>/)")
+    p.add_argument("--calib", help="calibration images for new int8 exports "
+                   "(default: the exporter's, the repo's samples/)")
+    p.add_argument("--calib_images", type=int, default=1)
+    p.add_argument("--val_images", type=int, default=1)
+    p.add_argument("--benchmark_model", help="benchmark_model binary for an op-level profile")
+    p.add_argument("--peak_gmacs", type=float, default=115.0,
+                   help="this CPU's peak in GMAC/s (default 115: " + PEAK_NOTE + ")")
+    p.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
+    p.add_argument("--json", default=os.path.join(REPO, "docs", "benchmarks.json"))
+    p.add_argument("--keras_worker", type=int, metavar="THREADS", help=argparse.SUPPRESS)
+    return p
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _run(cmd, **kwargs):
+    log("$ " + shlex.join(cmd))
+    proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True, **kwargs)
+    if proc.returncode:
+        sys.exit(f"error: {shlex.join(cmd[:4])} … failed:\n{proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+def keras_worker(args):
+    """Child process: per-exit median ms of the Keras model as tf.function → JSON on stdout."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.keras_worker)
+    tf.config.threading.set_inter_op_parallelism_threads(args.keras_worker)
+    from export.graphs import fixed_tile_model
+    from export.latency import time_round_robin
+    from rbqe_tf.model import load_model
+
+    model = fixed_tile_model(load_model(args.weights), args.tile)
+    spec = tf.TensorSpec([1, args.tile, args.tile, 1], tf.float32)
+    y = tf.constant(np.random.default_rng(0).random(spec.shape, np.float32))
+    out = {}
+    for k in range(1, model.rbqe_config.num_exits + 1):
+        fn = tf.function(model.exit_model(k), input_signature=[spec], autograph=False)
+        out[f"exit_{k}"] = time_round_robin({"x": lambda: fn(y).numpy()}, args.runs,
+                                            max(1, args.warmup))["x"]
+    print(json.dumps(out))
+
+
+def ensure_export(args, mode):
+    """Folder of a checked export of ``--weights`` in ``mode`` at ``--tile`` (cached)."""
+    from export.manifest import ManifestError, read_manifest, sha256_file
+    folder = os.path.join(args.exports, f"{mode}_{args.tile}")
+    try:
+        m = read_manifest(folder)
+        weights = (m.get("model") or {}).get("weights") or {}
+        if (m["tile"] == args.tile and m["quantize"] == MODES[mode]
+                and weights.get("sha256") == sha256_file(args.weights)):
+            log(f"reusing {folder}")
+            return folder
+    except (ManifestError, KeyError):
+        pass
+    cmd = [sys.executable, "-m", "export.tflite", "--weights", args.weights, "--out", folder,
+           f"--quantize={mode}", f"--tile={args.tile}", "--overwrite",
+           f"--calib_images={args.calib_images}", f"--val_images={args.val_images}"]
+    if args.calib:
+        cmd.append(f"--calib={args.calib}")
+    start = time.perf_counter()
+    _run(cmd)
+    log(f"exported {mode} in {time.perf_counter() - start:.0f} s")
+    return folder
+
+
+def tflite_run(args, folder, threads):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "b.json")
+        cmd = [sys.executable, "-m", "export.benchmark", "--models", folder, "--threads",
+               str(threads), "--runs", str(args.runs), "--warmup", str(args.warmup),
+               "--json", path]
+        if args.images:
+            cmd += ["--images", args.images]
+        _run(cmd)
+        with open(path) as f:
+            return json.load(f)
+
+
+def op_profile(args, folder, threads):
+    """Which ops dominate exit K of ``folder``: measured with benchmark_model when given,
+    else op counts and MACs per op type from the file."""
+    from export import benchmark_model
+    from export.manifest import read_manifest
+    manifest = read_manifest(folder)
+    name = f"exit_{manifest['num_exits']}"
+    if args.benchmark_model:
+        flags = benchmark_model.configs((threads,))[f"cpu_t{threads}"]
+        cmd = [args.benchmark_model, f"--graph={os.path.join(folder, name + '.tflite')}",
+               *(f"--{k}={v}" for k, v in flags.items()), "--enable_op_profiling=true",
+               f"--num_runs={args.runs}"]
+        rec = benchmark_model.parse_log(_run_merged(cmd), f"cpu_t{threads}")
+        return {"source": "benchmark_model --enable_op_profiling", "model": name,
+                "ops": rec["op_profile"]}
+    from export.op_macs import read_op_macs
+    return {"source": "op counts and MACs per op type (static; no op timing)", "model": name,
+            "ops": [{"op": op, **v} for op, v in
+                    read_op_macs(os.path.join(folder, name + ".tflite")).items()]}
+
+
+def _run_merged(cmd):
+    log("$ " + shlex.join(cmd))
+    proc = subprocess.run(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+    return proc.stdout
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _f(value, digits=1):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(res):
+    """docs/benchmarks.md from the collected results."""
+    configs, peak = res["configs"], res["peak_gmacs"]
+    names = list(configs)
+    k = res["num_exits"]
+    lines = [
+        "# Edge figures: Keras vs TFLite on this CPU", "",
+        f"Written by `{res['command']}` on {res['date']} ({res['cpu']}, {res['cpus']} CPUs, "
+        f"1-minute load average {res['load_average']:.1f} at the start: other jobs running on "
+        "the machine inflate wall times). Re-run that command to refresh this page.", "",
+        f"Model `{res['weights']}`, {res['tile']}×{res['tile']} Y input (one tile per image), "
+        f"{res['runs']} timed runs after {res['warmup']} warm-up per measurement; medians. "
+        "Every TFLite figure of a column comes from one `python -m export.benchmark` run "
+        "(XNNPACK on); Keras is the model up to each exit as a `tf.function`.", "",
+        f"**Peak**: {PEAK_NOTE}; GMAC/s = the manifest's MACs (convolution-type multiplies, "
+        f"`rbqe_tf/macs.py`) / median time; % of peak = GMAC/s / {peak:g}.", "",
+        *([] if res["issue_setup"] else [
+            f"**Not the issue's setup** (the shipped `rbqe` model at 512×512): model config "
+            + ", ".join(f"{k} {v}" for k, v in res["model_config"].items())
+            + f", tile {res['tile']}. A smoke run; its numbers say nothing "
+            "about the shipped model.", ""]),
+        "## ms per exit (monolithic model up to exit k)", "",
+        "| exit | GMAC | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names)]
+    for e in range(1, k + 1):
+        cells = [_f(configs[n]["exit_ms"][e - 1]) for n in names]
+        lines.append(f"| {e} | {res['macs_per_exit'][e - 1] / 1e9:.3g} | " + " | ".join(cells)
+                     + " |")
+    lines += ["", f"## Achieved GMAC/s at exit {k} (% of the {peak:g} GMAC/s peak)", "",
+              "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+              "| " + " | ".join(f"{_f(g)} ({_f(100 * g / peak)} %)" for g in
+                                (configs[n]["gmacs_per_s"] for n in names)) + " |"]
+    tfl = [n for n in names if configs[n].get("staged_ratio") is not None]
+    lines += ["", "## Staging, score cost and early exit (TFLite)", "",
+              "| | " + " | ".join(tfl) + " |", "|---|" + "---|" * len(tfl)]
+    rows = [("stages 1..k / monolithic, worst exit (target ≤ 1.05)", "staged_ratio", 3),
+            ("quality score / full exit-5 pass (target ≤ 0.05)", "score_ratio", 3),
+            ("early-exit ms per image", "early_ms", 1),
+            ("always-exit-5 ms per image", "always_ms", 1),
+            ("early / always time (target ≤ 0.7)", "early_ratio", 3),
+            ("early / always MACs", "macs_ratio", 3),
+            ("exit histogram (1..5)", "histogram", None),
+            ("peak RSS MiB", "peak_rss_mb", 0)]
+    for label, key, digits in rows:
+        cells = [configs[n][key] if digits is None else _f(configs[n][key], digits) for n in tfl]
+        lines.append(f"| {label} | " + " | ".join(map(str, cells)) + " |")
+    t = res.get("targets")
+    if t:
+        lines += ["", f"## Targets ({t['config']})", "", "| target | value | limit | met |",
+                  "|---|---|---|---|"]
+        for name, v in t["values"].items():
+            lines.append(f"| {name} | {v['value']:.3f} | ≤ {v['limit']} | "
+                         f"{'yes' if v['met'] else 'no'} |")
+    prof = res.get("profile")
+    if prof and prof["ops"]:
+        lines += ["", f"## Op-level profile of {prof['model']} ({prof['config']}; "
+                  f"{prof['source']})",
+                  "", "| op | count | " + ("avg ms | % |" if "avg_ms" in prof["ops"][0] else
+                                             "GMAC | % of MACs |"),
+                  "|---|---|---|---|"]
+        total = sum(o.get("macs", 0) for o in prof["ops"]) or 1
+        for o in prof["ops"]:
+            lines.append(f"| {o['op']} | {o['count']} | " + (
+                f"{o['avg_ms']:.2f} | {o['percent']:.1f} |" if "avg_ms" in o else
+                f"{o['macs'] / 1e9:.3f} | {100 * o['macs'] / total:.1f} |"))
+        lines += ["", "Without op timings, the MAC shares only say where the arithmetic is; "
+                  "the RBQE graph is memory-bound (depthwise 3×3 and 1×1 convolutions on "
+                  "32-channel full-resolution maps, PITFALLS.md), so time per op follows bytes "
+                  "moved more than MACs; run with `--benchmark_model PATH` for measured op times."]
+    lines += ["", "## Re-running", "",
+              "Exports are cached in `--exports` (one per mode and tile, reused while the "
+              "weights match). int8 calibration runs TensorFlow's calibrator single-threaded "
+              "(~9 min per 100 GMAC·samples here, docs/export.md): one calibration sample of "
+              "the shipped model at 512² costs ≈ 100 GMAC over the exit and stage files, and "
+              "`--calib_images 1` gives 11 samples (≈ 1.5 h), so export int8 at 512² "
+              "ahead, e.g. `python -m export.tflite --weights W --out EXPORTS/int8_512 "
+              "--quantize int8 --tile 512 --calib_images 1 --val_images 1`, then run the "
+              "figures with `--exports EXPORTS`. Options: `--modes fp32,int8`, `--threads 2`, "
+              "`--tile 256`, `--runs`, `--nokeras`, `--images DIR`. This run took "
+              f"{res['seconds']:.0f} s (exports included: {res['export_seconds']:.0f} s)."]
+    return "\n".join(lines) + "\n"
+
+
+def _summary(bench):
+    ee = bench["early_exit"]
+    k = bench["export"]["num_exits"]
+    return {"exit_ms": [r["monolithic"]["median_ms"] for r in bench["exits"]],
+            "gmacs_per_s": bench["exits"][-1]["gmacs_per_s"],
+            "staged_ratio": max(r["ratio"] for r in bench["exits"]),
+            "score_ratio": bench["score"]["ratio"], "early_ms": ee["mean_ms"],
+            "always_ms": ee["always_last_mean_ms"], "early_ratio": ee["ratio"],
+            "macs_ratio": ee["macs_ratio"],
+            "histogram": "/".join(str(ee["histogram"][str(e)]) for e in range(1, k + 1)),
+            "peak_rss_mb": bench["memory"]["peak_rss_mb"]}
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.weights is None:
+        args.weights = os.path.join(REPO, "rbqe_tf", "weights", "rbqe_jpeg.keras")
+    args.weights = os.path.abspath(args.weights)
+    if not os.path.isfile(args.weights):
+        sys.exit(f"error: --weights {args.weights}: no such file")
+    if args.keras_worker:
+        return keras_worker(args)
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - set(MODES):
+        sys.exit(f"error: --modes: expected some of {','.join(MODES)}, got {args.modes}")
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        sys.exit(f"error: --threads: expected numbers like 1,2, got {args.threads}")
+    res = {"command": "python -m benchmarks.edge_figures " + shlex.join(
+               sys.argv[1:] if argv is None else argv),
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "cpu": _cpu_name(), "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+           "weights": (os.path.relpath(args.weights, REPO)
+                       if args.weights.startswith(REPO + os.sep) else args.weights),
+           "tile": args.tile,
+           "runs": args.runs, "warmup": args.warmup, "peak_gmacs": args.peak_gmacs,
+           "configs": {}, "raw": {}}
+    start = time.perf_counter()
+    folders = {m: ensure_export(args, m) for m in modes}
+    res["export_seconds"] = time.perf_counter() - start
+    if args.keras:
+        for t in threads:
+            out = _run([sys.executable, "-m", "benchmarks.edge_figures", "--keras_worker",
+                        str(t), "--weights", args.weights, "--tile", str(args.tile),
+                        "--runs", str(args.runs), "--warmup", str(args.warmup)])
+            keras = json.loads(out.strip().splitlines()[-1])
+            res["raw"][f"keras_t{t}"] = keras
+            res["configs"][f"Keras t{t}"] = {"exit_ms": [keras[f"exit_{e}"]["median_ms"]
+                                                         for e in range(1, len(keras) + 1)]}
+    for m in modes:
+        for t in threads:
+            bench = tflite_run(args, folders[m], t)
+            res["raw"][f"{m}_t{t}"] = bench
+            res["configs"][f"{m} t{t}"] = _summary(bench)
+    from export.manifest import read_manifest
+    from rbqe_tf.config import get_config
+    config = read_manifest(folders[modes[0]])["model"]["config"]
+    res["model_config"] = config
+    res["issue_setup"] = args.tile == 512 and config == get_config("rbqe").to_dict()
+    first = res["raw"][f"{modes[0]}_t{threads[0]}"]
+    res["num_exits"] = first["export"]["num_exits"]
+    res["macs_per_exit"] = [r["macs"] for r in first["exits"]]
+    for cfg in res["configs"].values():
+        cfg.setdefault("gmacs_per_s", res["macs_per_exit"][-1] / cfg["exit_ms"][-1] / 1e6)
+    target_mode = "int8" if "int8" in modes else modes[-1]
+    key = f"{target_mode}_t{max(threads)}"
+    res["targets"] = {"config": f"{target_mode}, {max(threads)} threads",
+                      "values": res["raw"][key]["targets"]}
+    if not all(v["met"] for v in res["targets"]["values"].values()):
+        res["profile"] = {"config": f"{target_mode}, {max(threads)} threads",
+                          **op_profile(args, folders[target_mode], max(threads))}
+    res["seconds"] = time.perf_counter() - start
+    text = markdown(res)
+    for path, data in ((args.out, text), (args.json, json.dumps(res, indent=1) + "\n")):
+        if path:
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(data)
+            os.replace(tmp, path)
+            log(f"wrote {path}")
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
