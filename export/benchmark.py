@@ -125,14 +125,18 @@ class Bench:
             raise ManifestError(f"{args.models}: exported for "
                                 f"{', '.join(self.manifest['codecs'])}, not {self.codec}")
         self.k = self.manifest["num_exits"]
-        self.models = {}
-        for name in self.manifest["files"]:
-            delegates = ((load_delegate(args.delegate),) if args.delegate
-                         and not name.startswith("score_") else ())
-            self.models[name] = open_model(self.folder, self.manifest, name, args.threads,
-                                           args.xnnpack, delegates)
         self.runner = Runner(self.folder, self.codec, None, args.threads, args.xnnpack,
                              args.delegate)
+        # The runner's own stage and score interpreters are timed too (no second copy).
+        self.models = {f"stage_{k}": stage for k, stage in enumerate(self.runner.stages, 1)}
+        self.models[f"score_{self.codec}"] = self.runner.score
+        for name in self.manifest["files"]:
+            if name not in self.models:
+                delegates = ((load_delegate(args.delegate),) if args.delegate
+                             and not name.startswith("score_") else ())
+                self.models[name] = open_model(self.folder, self.manifest, name, args.threads,
+                                               args.xnnpack, delegates)
+        self.models = {name: self.models[name] for name in self.manifest["files"]}
         self.images = (folder_set(args.images) if args.images else
                        generated_set(args.size or self.manifest["tile"]))
         if not self.images:
