@@ -25,6 +25,11 @@ Design:
   crop itself, which also puts the grid at the patch origin.
 * Images smaller than the patch are skipped with a warning giving their count and names
   (reflection padding would invent content and mirrored block artefacts).
+* Unreadable files (corrupt, truncated, missing, wrong plane type or size) are skipped
+  too: one warning names each once, and the source's ``skipped`` ("file: reason")
+  gives the trainer the count. Every image is read once, when the source is loaded,
+  so a file damaged later cannot disturb the running stream; a resumed run re-reads
+  the files, skips what has become unreadable, and then sees a different stream.
 * On-the-fly JPEG uses ``EncodeJpegVariableQuality`` + ``decode_jpeg(INTEGER_ACCURATE)``,
   whose decoded pixels equal OpenCV's (the project's reference encoder; the bytes
   differ only in the JFIF density field). The default ``decode_jpeg`` DCT (IFAST) does not.
@@ -80,6 +85,7 @@ class BuiltPairs:
     levels: tuple
     names: tuple
     grid_aligned: bool = True
+    skipped: tuple = ()  # "file: reason" of unreadable files
 
     def _geometry(self):
         step = [BLOCK_SIZE[c] if self.grid_aligned else 1 for c in self.codecs]
@@ -131,24 +137,33 @@ def from_built(out_dir, codecs=("jpeg",), levels=None, grid_aligned=True):
     codec). ``levels``: None (all in the manifest), a sequence for every codec, or a
     mapping codec → sequence (a codec it lacks: all levels). Each ground truth is held
     once. ``grid_aligned``: crop offsets on the codec block grid (see module doc).
+    Records whose compressed or ground-truth file is unreadable are skipped (module doc).
     """
     out_dirs = [out_dir] if isinstance(out_dir, (str, Path)) else list(out_dir)
     records = [(Path(d), rec) for d in out_dirs for rec in _manifest(Path(d), codecs, levels)]
-    gt_paths, gts, comps = {}, [], []
+    gt_index, gts, comps, kept, skipped = {}, [], [], [], {}
     for d, rec in records:
         key = (d / rec["gt"]).resolve()
-        if key not in gt_paths:
-            gt_paths[key] = len(gts)
-            gts.append(_read_plane(key))
-        comps.append(_read_plane(d / rec["path"]))
-        if comps[-1].shape != gts[gt_paths[key]].shape:
-            raise ValueError(f"{d / rec['path']}: size {comps[-1].shape} differs from its "
-                             f"ground truth {key} {gts[gt_paths[key]].shape}")
+        if key not in gt_index and key not in skipped:
+            gt = _try_read(key, skipped)
+            if gt is not None:
+                gt_index[key] = len(gts)
+                gts.append(gt)
+        if key not in gt_index:
+            continue
+        comp = _try_read(d / rec["path"], skipped, gts[gt_index[key]].shape)
+        if comp is not None:
+            comps.append(comp)
+            kept.append((rec, gt_index[key]))
+    _warn_skipped(skipped.values())
+    if not kept:
+        raise ValueError(f"no readable pairs in {', '.join(map(str, out_dirs))}")
     return BuiltPairs(
         gt=_Planes(gts), compressed=_Planes(comps),
-        gt_index=np.array([gt_paths[(d / r["gt"]).resolve()] for d, r in records], np.int64),
-        codecs=tuple(r["codec"] for _, r in records), levels=tuple(r["level"] for _, r in records),
-        names=tuple(r["stem"] for _, r in records), grid_aligned=grid_aligned)
+        gt_index=np.array([i for _, i in kept], np.int64),
+        codecs=tuple(r["codec"] for r, _ in kept), levels=tuple(r["level"] for r, _ in kept),
+        names=tuple(r["stem"] for r, _ in kept), grid_aligned=grid_aligned,
+        skipped=tuple(skipped.values()))
 
 
 def on_the_fly_jpeg(src_dirs, qf_range=(10, 50)):
@@ -323,6 +338,25 @@ def _read_plane(path):
     return image
 
 
+def _try_read(path, skipped, shape=None):
+    """The Y plane at ``path`` (of ``shape`` if given), or None after recording the
+    problem in ``skipped[path]``."""
+    try:
+        image = _read_plane(path)
+        if shape is not None and image.shape != shape:
+            raise ValueError(f"{path}: size {image.shape} differs from its ground truth {shape}")
+        return image
+    except (ImageError, ValueError) as e:
+        skipped[path] = str(e)
+        return None
+
+
+def _warn_skipped(reasons):
+    reasons = list(reasons)
+    if reasons:
+        log.warning("skipped %d unreadable image(s): %s", len(reasons), "; ".join(reasons))
+
+
 def _to_y(image):
     """uint8 Y of an RGB(A)/gray, 8/16-bit image (colour → BT.601 studio-range Y)."""
     if image.dtype == np.uint16:
@@ -348,8 +382,7 @@ def _load_y_images(src_dirs):
                 skipped.append(str(e))
                 continue
             names.append(f.relative_to(d).with_suffix("").as_posix())
-    if skipped:
-        log.warning("skipped %d unreadable image(s): %s", len(skipped), "; ".join(skipped))
+    _warn_skipped(skipped)
     if not planes:
         raise ValueError(f"no readable images in {', '.join(map(str, dirs))}")
     return names, planes, skipped

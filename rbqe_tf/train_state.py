@@ -5,8 +5,14 @@ the optimizer (Adam moments, iteration count), the step and the skipped-step cou
 The data position is not stored: the training stream is a pure function of
 ``(seed, element index)`` (:mod:`rbqe_tf.data`), so a resumed run restarts it at
 ``start_index = step * global batch`` and sees exactly the batches it would have seen.
+
+Interruptions: TensorFlow writes a checkpoint's data file, then its index (each by
+rename), then the ``checkpoint`` state file (by rename), so a kill at any moment leaves
+the earlier checkpoints whole; :meth:`Checkpoints.restore_latest` also skips newer ones
+that do not read back (damaged on disk), falling back to the newest that does.
 """
 import json
+import logging
 import os
 import signal
 import tempfile
@@ -15,6 +21,9 @@ from pathlib import Path
 import tensorflow as tf
 
 from rbqe_tf.train_config import CHECKPOINT_DIR
+
+log = logging.getLogger(__name__)
+RESTORE_ERRORS = (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError)
 
 
 class Checkpoints:
@@ -38,13 +47,30 @@ class Checkpoints:
         self.saved_step = None
 
     def restore_latest(self):
-        """Restores the newest checkpoint; returns its step (None if there is none)."""
-        latest = tf.train.latest_checkpoint(str(self.shared))
-        if latest is None:
-            return None
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        self.saved_step = int(self.step_var.numpy())
-        return self.saved_step
+        """Restores the newest checkpoint that reads back whole; returns its step (None if
+        there is none).
+
+        Newer checkpoints that fail (truncated, corrupt or missing files) are skipped with
+        a warning naming each; ValueError (one line) if there are checkpoints but none
+        restores. Every tensor is read (and checksummed) before anything is assigned, so
+        a damaged checkpoint leaves the model as it was.
+        """
+        failed = []
+        for path in checkpoint_paths(self.shared):
+            try:
+                read_all(path)
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except RESTORE_ERRORS as e:
+                failed.append(f"{path}: {type(e).__name__}: {_first_line(e)}")
+                continue
+            for reason in failed:
+                log.warning("skipped unreadable checkpoint %s", reason)
+            self.saved_step = int(self.step_var.numpy())
+            return self.saved_step
+        if failed:
+            raise ValueError(f"no checkpoint in {self.shared} restores ({len(failed)} tried; "
+                             f"newest {failed[0]})")
+        return None
 
     def save(self):
         """Saves at the current step (once per step); returns the chief's newest path."""
@@ -55,6 +81,30 @@ class Checkpoints:
             if not self.chief:
                 tf.io.gfile.rmtree(str(self.directory))
         return tf.train.latest_checkpoint(str(self.shared))
+
+
+def checkpoint_paths(directory):
+    """Prefixes of the complete-looking checkpoints (``ckpt-N.index`` present) in
+    ``directory``, newest step first. TensorFlow writes the index last, by rename, so
+    a checkpoint interrupted while being written has none; the ``checkpoint`` state
+    file is not consulted (it may lag behind or name a damaged checkpoint)."""
+    steps = []
+    for index in Path(directory).glob("ckpt-*.index"):
+        number = index.name[len("ckpt-"):-len(".index")]
+        if number.isdigit():
+            steps.append(int(number))
+    return [str(Path(directory) / f"ckpt-{n}") for n in sorted(steps, reverse=True)]
+
+
+def read_all(path):
+    """Reads every tensor of checkpoint ``path`` (TensorFlow verifies each checksum)."""
+    reader = tf.train.load_checkpoint(path)
+    for key in reader.get_variable_to_dtype_map():
+        reader.get_tensor(key)
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [""])[0][:200]
 
 
 class StopSignal:

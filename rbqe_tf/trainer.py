@@ -18,7 +18,7 @@ from tqdm import tqdm
 from rbqe_tf import data
 from rbqe_tf.model import build_model, load_model
 from rbqe_tf.train_config import CONFIG_NAME, ConfigError, parse_weight_table
-from rbqe_tf.train_log import Meter
+from rbqe_tf.train_log import Meter, scalar
 from rbqe_tf.train_state import Checkpoints, StopSignal, export_model, write_json
 from rbqe_tf.train_step import TrainStep, is_chief, learning_rate, make_strategy
 from rbqe_tf.train_val import Validator, append_history, format_table, write_summaries
@@ -58,9 +58,10 @@ def build(cfg, strategy):
     return model, step
 
 
-def record_config(cfg, run_dir, resumed, start_step, strategy, argv):
-    """Writes config.json: this launch's resolved config, command line and start step;
-    earlier launches of a resumed run are kept under ``previous``."""
+def record_config(cfg, run_dir, resumed, start_step, strategy, argv, unreadable=()):
+    """Writes config.json: this launch's resolved config, command line, start step and
+    unreadable training images; earlier launches of a resumed run are kept under
+    ``previous``. Returns the previous launch's unreadable images (None: none recorded)."""
     path = run_dir / CONFIG_NAME
     previous = []
     if path.is_file() and resumed:
@@ -70,7 +71,8 @@ def record_config(cfg, run_dir, resumed, start_step, strategy, argv):
         "config": cfg.to_dict(), "command": list(argv), "start_step": start_step,
         "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
         "tensorflow": tf.__version__, "keras": keras.__version__, "time": time.time(),
-        "previous": previous})
+        "unreadable_images": list(unreadable), "previous": previous})
+    return previous[-1].get("unreadable_images") if previous else None
 
 
 class Run:
@@ -96,8 +98,11 @@ class Run:
         self.iterator = iter(self.strategy.experimental_distribute_dataset(
             dataset.with_options(options)))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.unreadable, before = list(source.skipped), None
         if self.chief:
-            record_config(cfg, self.run_dir, self.resumed, self.start, self.strategy, argv)
+            before = record_config(cfg, self.run_dir, self.resumed, self.start, self.strategy,
+                                   argv, self.unreadable)
+        self.data_changed = before is not None and before != self.unreadable
         self.writer = (tf.summary.create_file_writer(str(self.run_dir / "tb")) if self.chief
                        else tf.summary.create_noop_writer())
         self.validator = (Validator(val_images, self.model.rbqe_config.size_multiple)
@@ -107,6 +112,16 @@ class Run:
         if self.chief:
             tqdm.write(message)
             sys.stdout.flush()
+
+    def report_unreadable(self):
+        """Prints and logs (TensorBoard ``data/unreadable_images``) the skipped images."""
+        if self.unreadable or self.data_changed:
+            self.say(f"skipped {len(self.unreadable)} unreadable training image(s)"
+                     + ("; the set differs from the previous launch's, so the resumed "
+                        "data stream does too" if self.data_changed else ""))
+        if self.chief:
+            with self.writer.as_default():
+                scalar("data/unreadable_images", len(self.unreadable), self.start)
 
     def validate(self, step, stop):
         """Validates, prints and records; skipped if ``stop`` fires meanwhile."""
@@ -126,7 +141,8 @@ class Run:
             if self.resumed:
                 self.say(f"resumed {self.run_dir} at step {self.start}"
                          + (" (--init ignored)" if cfg.init else ""))
-            elif self.validator:
+            self.report_unreadable()
+            if not self.resumed and self.validator:
                 self.validate(0, stop)
             step = self._loop(stop)
             if self.validator and (not cfg.val_every or cfg.steps % cfg.val_every):

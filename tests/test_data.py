@@ -188,6 +188,67 @@ def test_on_the_fly_jpeg_matches_opencv(src_dir, caplog):
     assert len(qfs) > 10 and min(qfs) >= 10 and max(qfs) <= 50
 
 
+def _damage(path, how):
+    if how == "truncate":
+        path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    else:  # another image of a different size, swapped in by rename
+        tmp = path.with_name(".swap.png")
+        cv2.imwrite(str(tmp), np.zeros((40, 40), np.uint8))
+        tmp.replace(path)
+
+
+def test_unreadable_built_files_are_skipped_counted_and_named_once(built, caplog):
+    out, gts = built
+    _damage(out / "gt" / "b.png", "garbage")  # drops all three b records
+    _damage(out / "jpeg" / "30" / "a.png", "truncate")
+    _damage(out / "jpeg" / "50" / "tiny.png", "resize")
+    with caplog.at_level(logging.WARNING):
+        src = data.from_built(out, codecs=("jpeg",))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and warnings[0].startswith("skipped 3 unreadable image(s)")
+    for name in ("b.png", "30/a.png", "50/tiny.png"):
+        assert warnings[0].count(name) == 1, name
+    assert "differs from its ground truth" in warnings[0] and len(src.skipped) == 3
+    assert list(zip(src.names, src.levels)) == [("a", 10), ("tiny", 10), ("tiny", 30), ("a", 50)]
+    ds = data.make_train_dataset(src, patch_size=P, batch_size=8, seed=0, augment=False)
+    for comp, gt, sev in _batches(ds, 2):
+        for c, g, s in zip(_u8(comp), _u8(gt), sev):
+            assert _locate(g, gts)[0] == "a"  # b is gone, tiny is smaller than a patch
+            level = {severity("jpeg", q): q for q in (10, 50)}[float(s)]
+            np.testing.assert_array_equal(c, (g + OFFSETS["jpeg", level]) % 256)
+    for f in (out / "gt" / "a.png", out / "gt" / "tiny.png"):
+        _damage(f, "garbage")
+    with pytest.raises(ValueError, match="no readable pairs"):
+        data.from_built(out, codecs=("jpeg",))
+
+
+def test_image_damaged_mid_run_keeps_the_stream_and_is_skipped_on_reload(src_dir, caplog):
+    d, ys = src_dir  # broken.png is corrupt from the start
+    src = data.on_the_fly_jpeg([d])
+    make = lambda s: data.make_train_dataset(s, patch_size=P, batch_size=8, seed=1)  # noqa: E731
+    reference = _batches(make(src), 4)
+    running = iter(make(src))
+    first = [tuple(t.numpy() for t in next(running)) for _ in range(2)]
+    _damage(d / "sub" / "gray.png", "truncate")  # while the run goes on
+    rest = [tuple(t.numpy() for t in next(running)) for _ in range(2)]
+    for got, want in zip(first + rest, reference):
+        for u, v in zip(got, want):
+            np.testing.assert_array_equal(u, v)
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        reloaded = data.on_the_fly_jpeg([d])  # what a resumed run reads
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and warnings[0].startswith("skipped 2 unreadable image(s)")
+    assert warnings[0].count("broken.png") == 1 and warnings[0].count("gray.png") == 1
+    assert reloaded.names == ("colour",) and len(reloaded.skipped) == 2
+    for _, gt, _ in _batches(make(reloaded), 2):
+        for g in _u8(gt):
+            assert _locate(g, ys)[0] == "colour"
+
+
 def test_bad_arguments(built, tmp_path):
     out, _ = built
     src = data.from_built(out)
