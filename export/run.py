@@ -1,7 +1,8 @@
 """``python -m export.run IMAGE_OR_DIR... --models DIR --out DIR``: early-exit enhancement
 with exported TFLite models, without TensorFlow.
 
-Needs ai-edge-litert and NumPy, and OpenCV for image files. Prints one line per image;
+Needs ai-edge-litert and NumPy, OpenCV for image files, and the NumPy-only
+``rbqe_tf.color`` and ``rbqe_tf.image_io`` (no TensorFlow). Prints one line per image;
 a bad file gets one error line and the rest still run; exit status 1 if any image
 failed, 2 on bad usage or a bad export folder. Outputs are PNGs named after the
 inputs; inputs and existing files are never replaced (``--overwrite`` replaces the
@@ -11,13 +12,11 @@ import argparse
 import os
 import sys
 
-from export.image_files import ImageError, opencv, read_image, write_image
 from export.litert_model import ModelError
 from export.manifest import ManifestError
 from export.runner import DECISIONS, Runner
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
-                    ".pgm", ".pnm")
+from rbqe_tf.batch import IMAGE_EXTENSIONS, enhance_files, expand_inputs  # noqa: F401
+from rbqe_tf.image_io import quiet_opencv
 
 
 def _parser():
@@ -32,7 +31,10 @@ def _parser():
                    "(default: the manifest's for the codec)")
     p.add_argument("--exit", type=int, help="force this exit; no early exit")
     p.add_argument("--decision", choices=DECISIONS, default="image",
-                   help="exit per image (default) or per tile (bounded memory)")
+                   help="one exit per image (default) or per tile")
+    p.add_argument("--cache_mb", type=float, default=1024,
+                   help="memory for tile features kept between exits with --decision image "
+                        "(default 1024); tiles beyond it are re-run from stage 1")
     p.add_argument("--overlap", type=int, help="tile overlap margin in pixels, a multiple of "
                    "8 (default: tile/8)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
@@ -46,18 +48,6 @@ def _parser():
     return p
 
 
-def _expand_inputs(paths):
-    """Files as given; folders expand to their image files, sorted."""
-    files = []
-    for path in paths:
-        if os.path.isdir(path):
-            files += sorted(os.path.join(path, n) for n in os.listdir(path)
-                            if n.lower().endswith(IMAGE_EXTENSIONS))
-        else:
-            files.append(path)
-    return files
-
-
 def fail(message):
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -65,16 +55,16 @@ def fail(message):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    inputs = _expand_inputs(args.images)
+    inputs = expand_inputs(args.images)
     if not inputs:
         return fail("no input images given (usage: python -m export.run IMAGE... "
                     "--models DIR --out DIR)")
     if args.delegate is not None and not os.path.isfile(args.delegate):
         return fail(f"--delegate {args.delegate}: no such file")
     try:
-        opencv()
+        quiet_opencv()
         runner = Runner(args.models, args.codec, args.threshold, args.threads, args.xnnpack,
-                        args.delegate, args.overlap, args.decision)
+                        args.delegate, args.overlap, args.decision, args.cache_mb)
     except (ImportError, ManifestError, ModelError, ValueError, OSError) as e:
         return fail(str(e))
     if args.exit is not None and not 1 <= args.exit <= runner.num_exits:
@@ -84,38 +74,17 @@ def main(argv=None):
     except OSError as e:
         return fail(f"{args.out}: cannot create output folder ({e.strerror or e})")
 
-    input_paths = {os.path.realpath(p) for p in inputs}
-    written, failures = set(), 0
-    for n, path in enumerate(inputs, 1):
-        prefix = f"[{n}/{len(inputs)}] {path}"
-        target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
-        try:
-            if os.path.realpath(target) in input_paths:
-                raise ImageError(f"{path}: output {target} would overwrite an input; "
-                                 "choose another --out")
-            if os.path.realpath(target) in written:
-                raise ImageError(f"{path}: output {target} already written by another input "
-                                 "with the same name in this run")
-            result = runner(read_image(path), args.exit)
-            write_image(target, result.image, overwrite=args.overwrite)
-        except ImageError as e:
-            failures += 1
-            print(f"{prefix}: error: {str(e).removeprefix(path + ': ')}", file=sys.stderr)
-            continue
-        except Exception as e:  # one bad image must not stop the batch or dump a traceback
-            failures += 1
-            print(f"{prefix}: error: {type(e).__name__}: {e}", file=sys.stderr)
-            continue
-        written.add(os.path.realpath(target))
-        if len(result.exits) == 1:
-            scores = " ".join(f"{s:.3f}" for s in result.scores[0]) or "-"
-            taken = f"exit {result.exit} (scores {scores})"
-        else:
-            counts = {k: result.exits.count(k) for k in sorted(set(result.exits))}
-            taken = "exits " + ", ".join(f"{k}×{c}" for k, c in counts.items()) + " (per tile)"
-        print(f"{prefix}: {taken} {result.ms:.0f} ms -> {target}")
-    print(f"{len(written)} enhanced, {failures} failed")
+    failures = enhance_files(inputs, args.out, lambda image: runner(image, args.exit), _taken,
+                             args.overwrite)
     return 1 if failures else 0
+
+
+def _taken(result):
+    if len(result.exits) == 1:
+        scores = " ".join(f"{s:.3f}" for s in result.scores[0]) or "-"
+        return f"exit {result.exit} (scores {scores})"
+    counts = {k: result.exits.count(k) for k in sorted(set(result.exits))}
+    return "exits " + ", ".join(f"{k}×{c}" for k, c in counts.items()) + " (per tile)"
 
 
 if __name__ == "__main__":

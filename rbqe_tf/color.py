@@ -1,4 +1,5 @@
-"""BT.601 studio-range YCbCr, the colour convention of the image-restoration literature.
+"""BT.601 studio-range YCbCr, the colour convention of the image-restoration literature,
+and enhancing an image array through its Y plane (NumPy only: the TFLite runner uses it).
 
 For 8-bit R, G, B: ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` (and the
 matching Cb, Cr). Float functions work on values in [0, 1] (Y in [16/255, 235/255]).
@@ -18,12 +19,73 @@ def rgb_to_ycbcr(rgb):
     return np.asarray(rgb, np.float64) @ _RGB_TO_YCBCR.T + _OFFSET
 
 
-def ycbcr_to_rgb(ycbcr):
-    """Inverse of :func:`rgb_to_ycbcr` (unclipped float64)."""
-    return (np.asarray(ycbcr, np.float64) - _OFFSET) @ _YCBCR_TO_RGB.T
-
-
 def rgb_to_y_uint8(rgb):
     """8-bit RGB [..., 3] → rounded 8-bit studio-range Y [...] (the literature's Y)."""
     y = rgb_to_ycbcr(np.asarray(rgb, np.float64) / 255.0)[..., 0] * 255.0
     return np.clip(np.round(y), 0, 255).astype(np.uint8)
+
+
+def sample_scale(dtype):
+    """The sample value of white: 255 (uint8), 65535 (uint16), 1.0 (float); else ValueError."""
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    if np.issubdtype(dtype, np.floating):
+        return 1.0
+    raise ValueError(f"unsupported sample type {dtype} (need uint8, uint16 or float)")
+
+
+def enhance_through_y(image, enhance_y):
+    """Applies ``enhance_y`` to an image's Y plane → (image out, whatever else it returned).
+
+    ``image``: gray [H, W] (or [H, W, 1]), RGB or RGBA; uint8, uint16 or float
+    (clipped to [0, 1]; NaN or ±inf is a ValueError). ``enhance_y(y)`` gets float32
+    Y [H, W] in [0, 1] and returns ``(y_out, *extra)``. Colour keeps Cb, Cr and
+    alpha: RGB out = RGB + ΔY · (column Y of the inverse transform), the same as
+    converting to YCbCr, replacing Y and converting back, but in float32 one
+    channel at a time (a 50-megapixel image needs no float64 copies). The output
+    has the input's shape and dtype (integers rounded).
+    """
+    image = np.asarray(image)
+    shape = image.shape
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ValueError(f"unsupported image shape {image.shape} (expected gray, RGB or RGBA)")
+    if 0 in image.shape:
+        raise ValueError(f"empty image (shape {image.shape})")
+    scale = sample_scale(image.dtype)
+    floats = np.issubdtype(image.dtype, np.floating)
+    if floats and not np.isfinite(image).all():
+        raise ValueError("image has NaN or infinite samples")
+
+    def channel(c=None):
+        plane = image if c is None else image[:, :, c]
+        plane = plane.astype(np.float32) / np.float32(scale)
+        return np.clip(plane, 0.0, 1.0, out=plane) if floats else plane
+
+    if image.ndim == 2:
+        y = channel()
+    else:
+        y = np.full(image.shape[:2], _OFFSET[0], np.float32)
+        for c in range(3):
+            y += np.float32(_RGB_TO_YCBCR[0, c]) * channel(c)
+    y_out, *extra = enhance_y(y)
+    out = np.empty_like(image)
+    if image.ndim == 2:
+        _store(out, y_out, scale)
+        return out.reshape(shape), *extra
+    delta = np.asarray(y_out, np.float32) - y
+    del y
+    for c in range(3):
+        _store(out[:, :, c], channel(c) + np.float32(_YCBCR_TO_RGB[c, 0]) * delta, scale)
+    out[:, :, 3:] = image[:, :, 3:]
+    return out, *extra
+
+
+def _store(target, plane, scale):
+    plane = np.clip(plane, 0.0, 1.0)
+    if np.issubdtype(target.dtype, np.integer):
+        plane = np.round(plane * np.float32(scale))
+    target[...] = plane

@@ -2,9 +2,21 @@
 
 Stages run in order; after exits 1..4 the output's Y, rounded to 8 bits, gets the
 blind quality score, and the first exit scoring ≥ the threshold is returned (else
-exit 5). Colour images are enhanced on BT.601 Y with chroma and alpha kept;
-8- and 16-bit samples are kept; any size is mirror-padded (symmetric) to a multiple of 32
-and cropped back. The decision is per image (scores on the cropped output).
+exit 5). The decision is per image. Colour images are enhanced on BT.601 Y with
+chroma and alpha kept; 8- and 16-bit samples are kept.
+
+Large images are processed in overlapping tiles (bounded memory, the rule of the
+TFLite runner's default ``decision="image"``, :func:`export.tiling.early_exit`): a
+side ≤ ``tile`` is one tile, mirror-padded (symmetric) only to a multiple of 32, so
+an image of at most ``tile``×``tile`` pixels runs in one piece exactly as an untiled
+network would. A longer side is cut into ``tile``-pixel tiles overlapping by
+2·``overlap``, stitched with hard seams in the middle of each overlap. After exit k
+the score pools the per-patch maps of the patches each tile owns: the score of the
+stitched exit-k image except for the patches that straddle a seam. Tiles keep their
+features between exits while they fit in ``cache_mb``; the others are re-run from
+stage 1 at the next exit, so memory is bounded at any image size and only the time
+grows. Tiled and untiled outputs differ slightly everywhere because each tile's ECA
+pools its own channel statistics (docs/export.md).
 """
 import dataclasses
 import os
@@ -13,10 +25,14 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from export import tiling
 from rbqe_tf import color, iqa
 from rbqe_tf.calibration import resolve_threshold
-from rbqe_tf.levels import check_codec
+from rbqe_tf.levels import BLOCK_SIZE, check_codec
 from rbqe_tf.model import iterate_stages, load_model
+
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32
 
 
 @dataclasses.dataclass
@@ -32,76 +48,60 @@ class EnhanceResult:
 class Enhancer:
     """Runs a model's stages with early exit; build once, call per image."""
 
-    def __init__(self, model, codec="jpeg", threshold=None):
+    def __init__(self, model, codec="jpeg", threshold=None, tile=DEFAULT_TILE,
+                 overlap=DEFAULT_OVERLAP, cache_mb=1024):
         self.codec = check_codec(codec)
         self.threshold = iqa.DEFAULT_THRESHOLDS[codec] if threshold is None else threshold
-        self._score = tf.function(lambda y: iqa.quality_score(y, codec), reduce_retracing=True)
         self.multiple = model.rbqe_config.size_multiple
         self.num_exits = model.rbqe_config.num_exits
+        if tile % self.multiple or tile < self.multiple:
+            raise ValueError(f"tile must be a positive multiple of {self.multiple}, got {tile}")
+        if overlap % 8 or not 0 <= overlap < tile // 2:
+            raise ValueError(f"overlap must be a multiple of 8 in 0..{tile // 2 - 1}, "
+                             f"got {overlap}")
+        if not cache_mb >= 0:
+            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
+        self.tile, self.overlap = tile, overlap
+        cfg = model.rbqe_config
+        keys = model.stage_input_keys(self.num_exits)
+        tile_bytes = 4 * cfg.features * sum((tile >> i) ** 2 for i, _ in keys)
+        self.keep = int(cache_mb * 2 ** 20 // tile_bytes)
+        self._maps = tf.function(lambda y: iqa.patch_maps(y, codec), reduce_retracing=True)
         self._stages = [tf.function(s, reduce_retracing=True) for s in model.stage_models()]
+
+    def _run(self, exit):
+        def run(tile):
+            for out in iterate_stages(self._stages[:exit], tile[None, :, :, None]):
+                yield out.numpy()[0, :, :, 0]
+        return run
 
     def enhance_y(self, y, exit=None):
         """Enhances one Y plane [H, W] float in [0, 1] → (Y out, exit, scores)."""
-        h, w = y.shape
-        ph, pw = -h % self.multiple, -w % self.multiple
-        padded = np.pad(y, ((0, ph), (0, pw)), mode="symmetric")[None, :, :, None]
-        padded = tf.constant(padded, tf.float32)
-        scores = []
-        for k, out in enumerate(iterate_stages(self._stages[:exit], padded), 1):
-            out = out[:, :h, :w, :]
-            if exit is None and k < self.num_exits:
-                scores.append(float(self._score(out)[0]))
-                if scores[-1] >= self.threshold:
-                    break
-        return np.clip(out.numpy()[0, :, :, 0], 0.0, 1.0), k, scores
+        rows, cols = (tiling.layout(n, self.tile, self.overlap, self.multiple)
+                      for n in np.shape(y))
+        out, exits, scores = tiling.early_exit(
+            y, rows, cols, self._run(exit), lambda t: self._maps(t[None, :, :, None])[0].numpy(),
+            BLOCK_SIZE[self.codec], self.threshold, self.num_exits, exit, keep=self.keep)
+        return np.clip(out, 0.0, 1.0), exits[0], scores[0]
 
     def __call__(self, image, exit=None):
         """Enhances an image array (gray, RGB or RGBA; uint8, uint16 or float in [0, 1])."""
         if exit is not None and not 1 <= exit <= self.num_exits:
             raise ValueError(f"exit must be in 1..{self.num_exits}, got {exit}")
-        image = np.asarray(image)
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[:, :, 0]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-            raise ValueError(f"unsupported image shape {image.shape} "
-                             "(expected gray, RGB or RGBA)")
-        scale = _sample_scale(image.dtype)
-        planes = image.astype(np.float64) / scale
         start = time.perf_counter()
-        if image.ndim == 2:
-            y_out, k, scores = self.enhance_y(planes, exit)
-            out = y_out
-        else:
-            ycbcr = color.rgb_to_ycbcr(planes[:, :, :3])
-            ycbcr[:, :, 0], k, scores = self.enhance_y(ycbcr[:, :, 0], exit)
-            out = np.concatenate([color.ycbcr_to_rgb(ycbcr), planes[:, :, 3:]], axis=2)
-        ms = (time.perf_counter() - start) * 1e3
-        out = np.clip(out, 0.0, 1.0)
-        if np.issubdtype(image.dtype, np.integer):
-            out = np.round(out * scale).astype(image.dtype)
-        else:
-            out = out.astype(image.dtype)
-        return EnhanceResult(out, k, scores, ms)
+        out, k, scores = color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
+        return EnhanceResult(out, k, scores, (time.perf_counter() - start) * 1e3)
 
 
-def _sample_scale(dtype):
-    if dtype == np.uint8:
-        return 255.0
-    if dtype == np.uint16:
-        return 65535.0
-    if np.issubdtype(dtype, np.floating):
-        return 1.0
-    raise ValueError(f"unsupported sample type {dtype} (need uint8, uint16 or float)")
-
-
-def enhance(image, model, codec="jpeg", threshold=None, exit=None):
+def enhance(image, model, codec="jpeg", threshold=None, exit=None, **tiling_options):
     """Enhances ``image`` with ``model`` (an RBQE model or a ``.keras`` path).
 
     The threshold defaults to the one calibrated beside a ``.keras`` path, else the
-    paper's. Returns an :class:`EnhanceResult`. For many images build an
+    paper's. ``tiling_options``: ``tile``, ``overlap``, ``cache_mb`` of
+    :class:`Enhancer`. Returns an :class:`EnhanceResult`. For many images build an
     :class:`Enhancer` once.
     """
     if isinstance(model, (str, os.PathLike)):
         threshold, _ = resolve_threshold(codec, model, threshold)
         model = load_model(model)
-    return Enhancer(model, codec, threshold)(image, exit)
+    return Enhancer(model, codec, threshold, **tiling_options)(image, exit)

@@ -1,12 +1,12 @@
 """Reading and safely writing images; every problem becomes a one-line ImageError.
 
 Images are NumPy arrays in RGB order: [H, W] (gray), [H, W, 3] (RGB) or
-[H, W, 4] (RGBA), dtype uint8 or uint16.
+[H, W, 4] (RGBA), dtype uint8 or uint16. NumPy and OpenCV only (imported when a
+file is read or written), so the TFLite runner uses this module too.
 """
 import os
 import tempfile
 
-import cv2
 import numpy as np
 
 
@@ -24,8 +24,26 @@ class ImageError(Exception):
     """A user-facing problem with one image file (message names the file)."""
 
 
+def opencv():
+    """The cv2 module, or ImportError with the install command."""
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("reading and writing image files needs OpenCV: "
+                          "pip install opencv-python-headless") from None
+    return cv2
+
+
+def quiet_opencv():
+    """Silences OpenCV's own warnings (e.g. on a truncated PNG): the command lines report
+    unreadable files themselves, in one line each. ImportError as :func:`opencv`."""
+    cv2 = opencv()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def read_image(path):
     """Decodes ``path`` to an RGB(A)/gray uint8 or uint16 array, or raises ImageError."""
+    cv2 = opencv()
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ImageError(f"{path}: no such file")
@@ -58,8 +76,10 @@ def write_image(path, image, overwrite=False):
     """Writes ``image`` (RGB(A)/gray, uint8/uint16) atomically: temp file, then rename.
 
     Refuses to replace an existing file unless ``overwrite``; a crash never leaves
-    a half-written file at ``path``.
+    a half-written file at ``path``; the temp file's name is unique (``mkstemp``), so
+    processes writing into one folder never share one.
     """
+    cv2 = opencv()
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise ImageError(f"{path}: exists (use --overwrite to replace it)")
@@ -86,9 +106,9 @@ def write_image(path, image, overwrite=False):
             os.link(tmp, path)  # fails if another process created path meanwhile
             os.unlink(tmp)
     except FileExistsError:
-        os.unlink(tmp)
         raise ImageError(f"{path}: exists (use --overwrite to replace it)") from None
     except OSError as e:
+        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:  # also on Ctrl-C: no temp file is left behind
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
