@@ -58,19 +58,19 @@ def run_one(args):
     if args.one == "keras":
         from rbqe_tf.cli import import_tensorflow_quietly
         import_tensorflow_quietly()
-        from rbqe_tf.enhancer import DEFAULT_OVERLAP, DEFAULT_TILE, Enhancer
+        from rbqe_tf.enhancer import Enhancer
         from rbqe_tf.model import default_weights, load_model
         from rbqe_tf.calibration import resolve_threshold
         weights = args.weights or default_weights("jpeg")
         threshold, _ = resolve_threshold("jpeg", weights, None)
-        enhancer = Enhancer(load_model(weights), "jpeg", threshold, args.tile or DEFAULT_TILE,
-                            DEFAULT_OVERLAP if args.overlap is None else args.overlap,
-                            args.cache_mb)
+        options = {"tile": args.tile, "overlap": args.overlap, "cache_mb": args.cache_mb}
+        enhancer = Enhancer(load_model(weights), "jpeg", threshold,
+                            **{k: v for k, v in options.items() if v is not None})
         tile, overlap, multiple = enhancer.tile, enhancer.overlap, enhancer.multiple
     else:
         from export.runner import Runner
         enhancer = Runner(args.models, "jpeg", num_threads=args.threads, overlap=args.overlap,
-                          cache_mb=args.cache_mb)
+                          **({} if args.cache_mb is None else {"cache_mb": args.cache_mb}))
         tile, overlap, multiple = enhancer.tile, enhancer.overlap, None
     image = read_image(args.image)
     rows, cols = (tiling.layout(n, tile, overlap, multiple) for n in image.shape[:2])
@@ -82,7 +82,7 @@ def run_one(args):
         "path": args.one, "shape": list(image.shape),
         "megapixels": round(image.shape[0] * image.shape[1] / 1e6, 2),
         "tile": tile, "overlap": overlap, "tiles": len(rows.origins) * len(cols.origins),
-        "cache_mb": args.cache_mb, "exit": int(result.exit),
+        "keep_tiles": enhancer.keep, "exit": int(result.exit),
         "enhance_s": round(enhance_s, 2), "enhance_cpu_s": round(cpu_s, 2),
         "total_s": round(time.perf_counter() - start, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
@@ -97,7 +97,7 @@ def main():
                    "needed for the tflite path")
     p.add_argument("--tile", type=int, help="Keras tile side (default: the Enhancer's)")
     p.add_argument("--overlap", type=int, help="tile overlap margin (default: each path's)")
-    p.add_argument("--cache_mb", type=float, default=1024, help="feature cache (default 1024)")
+    p.add_argument("--cache_mb", type=float, help="feature cache (default: each path's)")
     p.add_argument("--threads", type=int, default=2, help="runner threads (default 2)")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--one", choices=("keras", "tflite"), help=argparse.SUPPRESS)
@@ -118,8 +118,8 @@ def main():
             for path in paths:
                 cmd = [sys.executable, "-m", "benchmarks.large_images", "--one", path,
                        "--image", image, "--out", os.path.join(tmp, "out.png"),
-                       "--cache_mb", str(args.cache_mb), "--threads", str(args.threads)]
-                for flag in ("weights", "models", "tile", "overlap"):
+                       "--threads", str(args.threads)]
+                for flag in ("weights", "models", "tile", "overlap", "cache_mb"):
                     if getattr(args, flag) is not None:
                         cmd += [f"--{flag}", str(getattr(args, flag))]
                 proc = subprocess.run(cmd, capture_output=True, text=True,

@@ -96,7 +96,7 @@ class Runner:
         out, exits, scores = tiling.early_exit(
             y, rows, cols, self._stages(exit), self._maps, self.block, self.threshold,
             self.num_exits, exit, per_tile=self.decision == "tile", keep=self.keep)
-        return np.clip(out, 0.0, 1.0), exits, scores
+        return np.clip(out, 0.0, 1.0, out=out), exits, scores
 
     def __call__(self, image, exit=None):
         """Enhances an image array (gray, RGB or RGBA; uint8, uint16 or float in [0, 1])."""

@@ -13,7 +13,7 @@ from rbqe_tf.cli import fail, import_tensorflow_quietly, parse_flags
 import_tensorflow_quietly()
 
 from rbqe_tf.batch import enhance_files, expand_inputs  # noqa: E402
-from rbqe_tf.enhancer import DEFAULT_OVERLAP, DEFAULT_TILE, Enhancer  # noqa: E402
+from rbqe_tf.enhancer import DEFAULT_CACHE_MB, DEFAULT_OVERLAP, DEFAULT_TILE, Enhancer  # noqa: E402
 from rbqe_tf.image_io import quiet_opencv  # noqa: E402
 from rbqe_tf.model import WeightsError, default_weights, load_model  # noqa: E402
 
@@ -32,8 +32,8 @@ flags.DEFINE_integer("tile", DEFAULT_TILE, "Tile side in pixels (a multiple of 3
                      "at most tile×tile pixels runs in one piece.")
 flags.DEFINE_integer("overlap", DEFAULT_OVERLAP, "Tile overlap margin in pixels (a multiple of 8); "
                      "neighbouring tiles overlap by twice this.")
-flags.DEFINE_float("cache_mb", 1024, "Memory for the features tiles keep between exits; tiles "
-                   "beyond it are re-run from the first stage (slower, same result).")
+flags.DEFINE_float("cache_mb", DEFAULT_CACHE_MB, "Memory for the features tiles keep between "
+                   "exits; tiles beyond it are re-run from the first stage (slower, same result).")
 
 
 def main(argv):

@@ -13,9 +13,10 @@ network would. A longer side is cut into ``tile``-pixel tiles overlapping by
 2·``overlap``, stitched with hard seams in the middle of each overlap. After exit k
 the score pools the per-patch maps of the patches each tile owns: the score of the
 stitched exit-k image except for the patches that straddle a seam. Tiles keep their
-features between exits while they fit in ``cache_mb``; the others are re-run from
-stage 1 at the next exit, so memory is bounded at any image size and only the time
-grows. Tiled and untiled outputs differ slightly everywhere because each tile's ECA
+features between exits while they fit in ``cache_mb`` (default 512 MB: two 512² tiles
+of ``rbqe``); the others are re-run from stage 1 at the next exit, so memory is
+bounded at any image size (one tile's activations, the cache, and a few float32
+planes of the image) and only the time grows. Tiled and untiled outputs differ slightly everywhere because each tile's ECA
 pools its own channel statistics (docs/export.md).
 """
 import dataclasses
@@ -33,6 +34,7 @@ from rbqe_tf.model import iterate_stages, load_model
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
+DEFAULT_CACHE_MB = 512  # 2 tiles of 512² at features=32 (≈ 209 MB each)
 
 
 @dataclasses.dataclass
@@ -49,7 +51,7 @@ class Enhancer:
     """Runs a model's stages with early exit; build once, call per image."""
 
     def __init__(self, model, codec="jpeg", threshold=None, tile=DEFAULT_TILE,
-                 overlap=DEFAULT_OVERLAP, cache_mb=1024):
+                 overlap=DEFAULT_OVERLAP, cache_mb=DEFAULT_CACHE_MB):
         self.codec = check_codec(codec)
         self.threshold = iqa.DEFAULT_THRESHOLDS[codec] if threshold is None else threshold
         self.multiple = model.rbqe_config.size_multiple
@@ -82,7 +84,7 @@ class Enhancer:
         out, exits, scores = tiling.early_exit(
             y, rows, cols, self._run(exit), lambda t: self._maps(t[None, :, :, None])[0].numpy(),
             BLOCK_SIZE[self.codec], self.threshold, self.num_exits, exit, keep=self.keep)
-        return np.clip(out, 0.0, 1.0), exits[0], scores[0]
+        return np.clip(out, 0.0, 1.0, out=out), exits[0], scores[0]
 
     def __call__(self, image, exit=None):
         """Enhances an image array (gray, RGB or RGBA; uint8, uint16 or float in [0, 1])."""
