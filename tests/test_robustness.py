@@ -41,6 +41,7 @@ def _blocky(shape, seed=0):
     return np.round(np.clip(base + rng.normal(0, 0.03, shape), 0, 1) * 255).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_tiled_output_equals_one_piece_within_one_level():
     image = _blocky((150, 130, 3), seed=1)
     whole = Enhancer(tiny_model(), threshold=1.01, tile=512)
@@ -59,6 +60,7 @@ def _thresholds(scores):
     return list(scores) + [1.01]
 
 
+@pytest.mark.slow
 def test_keras_decision_does_not_depend_on_the_feature_cache():
     y = _blocky((140, 150), seed=2).astype(np.float32) / 255
     cached = Enhancer(tiny_model(), threshold=1.01, tile=64, overlap=16, cache_mb=1024)
