@@ -13,7 +13,8 @@ def convert(graph, mode, representative=None):
     ``mode``: ``fp32``; ``fp16`` (fp16 weights, fp32 compute on CPU); the full-integer
     modes quantize every op to int8 with int8 or float32 model inputs/outputs and need
     ``representative``, a callable returning an iterable of {input name: float32
-    batch-1 array}.
+    batch-1 array} — except for a ``graph.fake_quant`` (QAT) graph, whose ranges are
+    its fake-quantization ops' (``representative`` is ignored).
     """
     if mode not in QUANT_MODES:
         raise ValueError(f"unknown quantization {mode!r} "
@@ -23,6 +24,13 @@ def convert(graph, mode, representative=None):
     if mode == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+    elif mode in INT8_MODES and graph.fake_quant:
+        # TFLITE_BUILTINS_INT8 would demand a representative dataset (the converter's
+        # check does not see the fake quantization); int8 coverage is checked on export.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "int8_full_int8_io":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     elif mode in INT8_MODES:
         if representative is None:
             raise ValueError(f"{mode} needs a representative dataset")

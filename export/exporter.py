@@ -52,16 +52,20 @@ class Exporter:
 
     ``weights``: the model's .keras path, recorded in the manifest; the exit thresholds
     are the ones calibrated beside it (``rbqe_tf.calibration``), else the paper's.
+    ``graphs``: exit/stage graphs to export instead of ``model``'s (the fake-quantized
+    graphs of a QAT checkpoint, ``rbqe_tf.qat_model.export_graphs``; they are then the
+    float reference of every check); ``source``: what they came from, for the manifest.
     """
 
-    def __init__(self, model, tile, codecs=CODECS, weights=None):
+    def __init__(self, model, tile, codecs=CODECS, weights=None, graphs=None, source=None):
         multiple = model.rbqe_config.size_multiple
         if tile < multiple or tile % multiple:
             raise ValueError(f"tile must be a positive multiple of {multiple}, got {tile}")
         self.model, self.tile, self.codecs, self.weights = model, tile, tuple(codecs), weights
         self.thresholds = exit_thresholds(self.codecs, weights)
         self.num_exits = model.rbqe_config.num_exits
-        self.graphs = model_graphs(fixed_tile_model(model, tile))
+        self.graphs = graphs or model_graphs(fixed_tile_model(model, tile))
+        self.source = source
         self.graphs.update({f"score_{c}": score_graph(c, tile) for c in self.codecs})
         self.macs = {"per_exit": macs_per_exit(model, tile, tile),
                      "per_stage": macs_per_stage(model, tile, tile)}
@@ -123,6 +127,19 @@ class Exporter:
                     failures.append(f"{name}: int8 input range [{low:.3f}, {high:.3f}] "
                                     "does not cover [0, 1]")
 
+    def _check_integer_ops(self, files, failures):
+        """Fake-quantized graphs: every op int8 (a tensor without a range would have
+        left float ops between QUANTIZE/DEQUANTIZE pairs)."""
+        for name, entry in files.items():
+            if not self.graphs.get(name, None) or not self.graphs[name].fake_quant:
+                continue
+            float_io = entry["quantize"] == "int8_full_fp32_io"
+            allowed = {"QUANTIZE": len(entry["inputs"]) if float_io else 0,
+                       "DEQUANTIZE": len(entry["outputs"]) if float_io else 0}
+            extra = {op: n for op, n in entry["ops"].items() if n > allowed.get(op, n)}
+            if extra:
+                failures.append(f"{name}: float ops left in the int8 model: {extra}")
+
     def export(self, out, mode, calib, val, threads=2, log=print):
         """Writes all files and, if every check passes, ``manifest.json`` → the manifest.
 
@@ -133,18 +150,22 @@ class Exporter:
         if os.path.exists(os.path.join(out, MANIFEST)):
             os.remove(os.path.join(out, MANIFEST))
         start = time.perf_counter()
-        calib_comp = self.patches(*calib, with_ramp=True)[1] if mode in INT8_MODES else None
+        needs_calib = mode in INT8_MODES and not all(
+            g.fake_quant for n, g in self.graphs.items() if not n.startswith("score_"))
+        calib_comp = self.patches(*calib, with_ramp=True)[1] if needs_calib else None
         val_gt, val_comp = self.patches(*val)
         log(f"compressed patches: {0 if calib_comp is None else len(calib_comp)} calibration, "
             f"{len(val_comp)} validation ({time.perf_counter() - start:.0f} s)")
         files = self._convert_all(out, mode, calib_comp, log)
-        manifest = self._manifest(mode, files, calib if mode in INT8_MODES else None, val)
+        manifest = self._manifest(mode, files, calib if needs_calib else None, val)
         start = time.perf_counter()
         failures = [f"{name}: not GPU-compatible: {'; '.join(e['gpu_problems'])}"
                     for name, e in files.items() if not name.startswith("score_")
                     and not e["gpu_compatible"]]
         if mode == "int8_full_int8_io":
             self._check_int8_range(files, failures)
+        if mode in INT8_MODES:
+            self._check_integer_ops(files, failures)
         manifest["verification"] = self._verify(out, manifest, val_gt, val_comp, threads, failures)
         log(f"checks: {time.perf_counter() - start:.0f} s")
         if failures:
@@ -176,6 +197,7 @@ class Exporter:
             "model": {"config": cfg.to_dict(), "weights": self.weights and {
                 "path": os.path.basename(self.weights), "sha256": sha256_file(self.weights)}},
             "macs": self.macs,
+            "qat": self.source,
             "calibration": calib and {"folder": os.path.abspath(calib[0]), "max_images": calib[1],
                                       "levels": DEFAULT_LEVELS, "ramp": True},
             "validation": {"folder": os.path.abspath(val[0]), "max_images": val[1]},

@@ -31,6 +31,8 @@ class Graph:
     function: object
     input_names: list
     output_names: list  # logical names, in output order
+    fake_quant: bool = False  # holds QAT fake quantization (rbqe_tf.qat_model): int8
+    # conversion takes its ranges from the graph, with no representative dataset
 
     def reference(self, inputs):
         """Float outputs (``output_names`` order) for float32 input batches (input order)."""

@@ -1,9 +1,13 @@
-"""``python -m export.tflite [--weights W.keras] --out DIR [--quantize MODE] [--tile 256]``.
+"""``python -m export.tflite [--weights W.keras | --quantize --from-qat RUN] --out DIR
+[--quantize MODE] [--tile 256]``.
 
 Writes ``exit_k.tflite`` and ``stage_k.tflite`` (k = 1..5), ``score_<codec>.tflite`` and
 ``manifest.json``, after checking every file (export/verify.py); on a failed check it
 prints the failures, writes no manifest and exits with status 1. ``--quantize`` alone
 means ``int8`` = int8_full_int8_io; without it the export is fp32. See docs/export.md.
+``--from-qat RUN`` exports the fake-quantized model of a ``python -m rbqe_tf.qat`` run
+(its latest checkpoint, or a checkpoint prefix) in an int8 mode, with ranges learned in
+training and checks against that model (docs/qat.md).
 """
 import os
 import sys
@@ -15,7 +19,7 @@ from rbqe_tf.cli import fail, import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
-from export.convert import QUANT_MODES  # noqa: E402
+from export.convert import INT8_MODES, QUANT_MODES  # noqa: E402
 from export.exporter import Exporter, ExportError  # noqa: E402
 from export.manifest import MANIFEST  # noqa: E402
 from rbqe_tf.levels import CODECS  # noqa: E402
@@ -38,12 +42,37 @@ flags.DEFINE_integer("val_images", 4, "Use at most this many validation images."
 flags.DEFINE_list("codecs", list(CODECS), "Codecs to export score models for.")
 flags.DEFINE_integer("threads", 2, "Interpreter threads for the checks.")
 flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --out.")
+flags.DEFINE_string("from_qat", None, "Export this QAT run directory (python -m rbqe_tf.qat) "
+                    "or checkpoint instead of --weights; needs an int8 --quantize.")
 
 
 def bare_quantize(argv):
-    """``--quantize`` without a value → ``--quantize=int8`` (absl needs a value)."""
+    """``--quantize`` without a value → ``--quantize=int8`` (absl needs a value);
+    ``--from-qat`` → ``--from_qat``."""
+    argv = ["--from_qat" + a[len("--from-qat"):] if a.split("=")[0] == "--from-qat" else a
+            for a in argv]
     return ["--quantize=int8" if a == "--quantize" and (i + 1 == len(argv)
             or argv[i + 1].startswith("-")) else a for i, a in enumerate(argv)]
+
+
+def qat_exporter(path, tile, codecs):
+    """Exporter of a QAT run's fake-quantized graphs (thresholds: those of its --init).
+
+    The Keras 3 model (configuration, MAC counts) is built before the QAT modules are
+    imported, as tfmot sets TF_USE_LEGACY_KERAS=1 on import (PITFALLS)."""
+    from rbqe_tf.qat_train import QATError, load_qat
+    try:
+        qat, cfg, saved, prefix, step = load_qat(path)
+    except QATError as e:
+        raise ValueError(str(e)) from None
+    from rbqe_tf import qat_model
+    from rbqe_tf.model import RBQE
+    model = RBQE(**cfg.to_dict())
+    qat_model.copy_weights(qat, model)
+    init = saved["config"]["init"]
+    source = {"checkpoint": os.path.abspath(prefix), "step": step, "init": init}
+    return Exporter(model, tile, codecs, init if os.path.isfile(init) else None,
+                    graphs=qat_model.export_graphs(qat, cfg, tile), source=source)
 
 
 def main(argv):
@@ -62,10 +91,16 @@ def main(argv):
     for name, folder in (("--calib", FLAGS.calib), ("--val", FLAGS.val or FLAGS.calib)):
         if not os.path.isdir(folder):
             return fail(f"{name} {folder}: no such folder")
+    if FLAGS.from_qat and (FLAGS.weights or mode not in INT8_MODES):
+        return fail("--from-qat takes the model from the QAT run: drop --weights and use "
+                    "--quantize int8 (or int8_full_fp32_io)")
     try:
-        weights = FLAGS.weights or default_weights(FLAGS.codecs[0])
         start = time.perf_counter()
-        exporter = Exporter(load_model(weights), FLAGS.tile, FLAGS.codecs, weights)
+        if FLAGS.from_qat:
+            exporter = qat_exporter(FLAGS.from_qat, FLAGS.tile, FLAGS.codecs)
+        else:
+            weights = FLAGS.weights or default_weights(FLAGS.codecs[0])
+            exporter = Exporter(load_model(weights), FLAGS.tile, FLAGS.codecs, weights)
         print(f"traced {len(exporter.graphs)} graphs at {FLAGS.tile}×{FLAGS.tile} "
               f"({time.perf_counter() - start:.0f} s)")
         manifest = exporter.export(FLAGS.out, mode, (FLAGS.calib, FLAGS.calib_images),

@@ -6,6 +6,10 @@ and exit ``k``; later steps reuse everything earlier ones computed. The same lay
 objects build the monolithic model (all exits as outputs) and the five stage
 models used for staged early exit, so both always share weights.
 
+:class:`GraphBuilder` takes the Keras layers module and the ECA class as parameters,
+so the same code also builds the tf-keras twin that quantization-aware training
+needs (``rbqe_tf.qat_model``); weights move between the two by layer name.
+
 Layer names are deterministic: ``enc_2_conv1``, ``dec_1_3_sep1_dw``,
 ``dec_1_3_eca_low``, ``exit_4_pw``; the exit outputs are the layers ``exit_1`` …
 """
@@ -31,8 +35,7 @@ class ECA(layers.Layer):
 
     def build(self, input_shape):
         self.kernel = self.add_weight(name="kernel", shape=(3,), initializer="glorot_uniform")
-        c = input_shape[-1]
-        self._bands = np.stack([np.eye(c, k=1), np.eye(c), np.eye(c, k=-1)]).astype("float32")
+        self._bands = eca_bands(input_shape[-1])
 
     def call(self, x):
         band = ops.tensordot(ops.cast(self.kernel, x.dtype), ops.cast(self._bands, x.dtype), 1)
@@ -44,45 +47,80 @@ class ECA(layers.Layer):
         return input_shape
 
 
+def eca_bands(channels):
+    """[3, C, C] band matrices: ``kernel @ bands`` is ECA's banded C×C 1×1-conv kernel."""
+    c = channels
+    return np.stack([np.eye(c, k=1), np.eye(c), np.eye(c, k=-1)]).astype("float32")
+
+
 def node_keys(step):
     """Keys (i, j) of the nodes that step ``step`` creates: x[step, 0] then the diagonal."""
     return [(step - j, j) for j in range(step + 1)]
 
 
-class _Graph:
+def stage_feature_keys(cfg, k):
+    """Keys of the features stage ``k`` creates and passes on (none from the last)."""
+    if k == cfg.num_exits:
+        return []
+    return ([(0, 0)] if k == 1 else []) + node_keys(k)
+
+
+def stage_input_keys(cfg, k):
+    """Keys of the features stage ``k`` consumes: all that stages < k passed on."""
+    return [key for s in range(1, k) for key in stage_feature_keys(cfg, s)]
+
+
+class GraphBuilder:
     """Builds the RBQE graph step by step with named layers.
 
     ``get_layer(name, factory)`` returns the layer called ``name``, creating it with
     ``factory()`` the first time; the monolithic model creates layers, stage models
-    fetch the same ones.
+    fetch the same ones. ``layers_module`` (``keras.layers`` or ``tf_keras.layers``)
+    and ``eca`` (a layer class with :class:`ECA`'s weights and maths) pick the Keras.
     """
 
-    def __init__(self, cfg, get_layer):
+    def __init__(self, cfg, get_layer, layers_module=layers, eca=None):
         self.cfg = cfg
         self.get = get_layer
+        self.layers = layers_module
+        self.eca_class = eca or ECA
+
+    def exits(self, y):
+        """All exits of the monolithic graph on input ``y``."""
+        nodes = {}
+        return [self.first_step(nodes, y)] + [self.step(k, nodes, y)
+                                              for k in range(2, self.cfg.num_exits + 1)]
+
+    def stage(self, k, y, features):
+        """Stage ``k`` on ``y`` and the ``stage_input_keys`` ``features`` →
+        ``[exit_k, *features of stage_feature_keys]``."""
+        nodes = dict(zip(stage_input_keys(self.cfg, k), features))
+        exit_k = self.first_step(nodes, y) if k == 1 else self.step(k, nodes, y)
+        return [exit_k] + [nodes[key] for key in stage_feature_keys(self.cfg, k)]
 
     def conv(self, name, x, filters, relu=True, strides=1):
         act = "relu" if relu else None
         if strides == 2:  # PyTorch padding=1 on all sides; Keras "same" pads bottom/right only
-            x = self.get(f"{name}_pad", lambda: layers.ZeroPadding2D(1, name=f"{name}_pad"))(x)
-            return self.get(name, lambda: layers.Conv2D(
+            x = self.get(f"{name}_pad", lambda: self.layers.ZeroPadding2D(
+                1, name=f"{name}_pad"))(x)
+            return self.get(name, lambda: self.layers.Conv2D(
                 filters, 3, strides=2, padding="valid", activation=act, name=name))(x)
-        return self.get(name, lambda: layers.Conv2D(
+        return self.get(name, lambda: self.layers.Conv2D(
             filters, 3, padding="same", activation=act, name=name))(x)
 
     def sep_conv(self, name, x, filters, relu=True):
         """Depthwise 3×3 then pointwise 1×1, each with a bias (or a plain 3×3 conv)."""
         if not self.cfg.separable_decoder:
             return self.conv(name, x, filters, relu)
-        x = self.get(f"{name}_dw", lambda: layers.DepthwiseConv2D(
+        x = self.get(f"{name}_dw", lambda: self.layers.DepthwiseConv2D(
             3, padding="same", name=f"{name}_dw"))(x)
-        return self.get(f"{name}_pw", lambda: layers.Conv2D(
+        return self.get(f"{name}_pw", lambda: self.layers.Conv2D(
             filters, 1, activation="relu" if relu else None, name=f"{name}_pw"))(x)
 
     def eca(self, name, x, enabled=True):
         if not (self.cfg.eca and enabled):
             return x
-        return self.get(name, lambda: ECA(name=name))(x)
+        return self.get(name, lambda: self.eca_class(name=name))(x)
 
     def encoder(self, level, nodes, y):
         f = self.cfg.features
@@ -98,9 +136,9 @@ class _Graph:
         f, name = self.cfg.features, f"dec_{i}_{j}"
         same = [self.eca(f"{name}_eca_{m}", nodes[(i, m)]) for m in range(j)]
         low = self.eca(f"{name}_eca_low", nodes[(i + 1, j - 1)], eca_low)
-        low = self.get(f"{name}_up", lambda: layers.Conv2DTranspose(
+        low = self.get(f"{name}_up", lambda: self.layers.Conv2DTranspose(
             f, 2, strides=2, activation="relu", name=f"{name}_up"))(low)
-        x = self.get(f"{name}_concat", lambda: layers.Concatenate(name=f"{name}_concat"))(
+        x = self.get(f"{name}_concat", lambda: self.layers.Concatenate(name=f"{name}_concat"))(
             same + [low])
         x = self.sep_conv(f"{name}_sep1", x, f)
         return self.sep_conv(f"{name}_sep2", x, f)
@@ -108,7 +146,7 @@ class _Graph:
     def exit(self, k, x, y, eca):
         x = self.eca(f"exit_{k}_eca", x, eca)
         x = self.sep_conv(f"exit_{k}", x, self.cfg.channels, relu=False)
-        return self.get(f"exit_{k}", lambda: layers.Add(name=f"exit_{k}"))([x, y])
+        return self.get(f"exit_{k}", lambda: self.layers.Add(name=f"exit_{k}"))([x, y])
 
     def step(self, k, nodes, y):
         """Adds step ``k``'s nodes to ``nodes`` and returns exit ``k``."""
@@ -123,11 +161,12 @@ class _Graph:
         return self.step(1, nodes, y)
 
 
-def _feature_input(cfg, key, input_size):
+def feature_input(keras_module, cfg, key, input_size):
+    """``keras_module.Input`` named ``x_i_j`` for feature node x[i, j] of a stage model."""
     i, j = key
     h, w = input_size
     size = (None if h is None else h >> i, None if w is None else w >> i)
-    return keras.Input((*size, cfg.features), name=f"x_{i}_{j}")
+    return keras_module.Input((*size, cfg.features), name=f"x_{i}_{j}")
 
 
 @keras.saving.register_keras_serializable(package="rbqe_tf")
@@ -152,11 +191,8 @@ class RBQE(keras.Model):
                 created[layer_name] = factory()
             return created[layer_name]
 
-        graph = _Graph(cfg, create)
         y = keras.Input((*input_size, cfg.channels), name="y")
-        nodes = {}
-        exits = [graph.first_step(nodes, y)]
-        exits += [graph.step(k, nodes, y) for k in range(2, cfg.num_exits + 1)]
+        exits = GraphBuilder(cfg, create).exits(y)
         super().__init__(inputs=y, outputs=exits, name=name, **kwargs)
         self.rbqe_config = cfg
         self.input_size = input_size
@@ -175,13 +211,11 @@ class RBQE(keras.Model):
 
     def stage_feature_keys(self, k):
         """Keys of the features stage ``k`` creates and passes on (none from the last)."""
-        if k == self.rbqe_config.num_exits:
-            return []
-        return ([(0, 0)] if k == 1 else []) + node_keys(k)
+        return stage_feature_keys(self.rbqe_config, k)
 
     def stage_input_keys(self, k):
         """Keys of the features stage ``k`` consumes: all that stages < k passed on."""
-        return [key for s in range(1, k) for key in self.stage_feature_keys(s)]
+        return stage_input_keys(self.rbqe_config, k)
 
     def stage_models(self):
         """Five (num_exits) models sharing this model's layers.
@@ -190,16 +224,14 @@ class RBQE(keras.Model):
         ``[exit_k, *features of stage_feature_keys(k)]``.
         """
         cfg = self.rbqe_config
-        graph = _Graph(cfg, lambda layer_name, factory: self.get_layer(layer_name))
+        graph = GraphBuilder(cfg, lambda layer_name, factory: self.get_layer(layer_name))
         stages = []
         for k in range(1, cfg.num_exits + 1):
             y = keras.Input((*self.input_size, cfg.channels), name="y")
-            feature_inputs = [_feature_input(cfg, key, self.input_size)
-                              for key in self.stage_input_keys(k)]
-            nodes = dict(zip(self.stage_input_keys(k), feature_inputs))
-            exit_k = graph.first_step(nodes, y) if k == 1 else graph.step(k, nodes, y)
-            outputs = [exit_k] + [nodes[key] for key in self.stage_feature_keys(k)]
-            stages.append(keras.Model([y] + feature_inputs, outputs, name=f"stage_{k}"))
+            features = [feature_input(keras, cfg, key, self.input_size)
+                        for key in self.stage_input_keys(k)]
+            stages.append(keras.Model([y] + features, graph.stage(k, y, features),
+                                      name=f"stage_{k}"))
         return stages
 
 

@@ -258,3 +258,11 @@ def test_thresholds_calibrated_beside_the_weights_win(tmp_path):
 def test_tile_must_be_a_multiple_of_32():
     with pytest.raises(ValueError, match="multiple of 32"):
         Exporter(tiny_model(), 48)
+
+
+def test_from_qat_flag_spelling():
+    """``--from-qat`` (the documented spelling) reaches absl as ``--from_qat``."""
+    assert bare_quantize(["p", "--quantize", "--from-qat", "runs/q"]) == [
+        "p", "--quantize=int8", "--from_qat", "runs/q"]
+    assert bare_quantize(["p", "--from-qat=runs/q"]) == ["p", "--from_qat=runs/q"]
+    assert bare_quantize(["p", "--from-qatx"]) == ["p", "--from-qatx"]
