@@ -8,7 +8,7 @@ setup(
     "of JPEG/HEVC-compressed images with early exit and TFLite export.",
     python_requires=">=3.10",
     packages=find_packages(include=["rbqe_tf*", "datasets*", "export*"]),
-    package_data={"rbqe_tf": ["weights/*"]},
+    package_data={"rbqe_tf": ["weights/*", "samples/*"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.12,<4",

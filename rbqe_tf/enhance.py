@@ -2,6 +2,8 @@
 
 Prints one line per image (exit, scores, milliseconds); a bad file gets one error
 line and the rest still run; exit status 1 if any image failed, 2 on bad usage.
+``--demo`` instead compresses the CC0 photos shipped in the package at every level of
+``--codec`` and prints a before/after table (rbqe_tf/demo.py).
 """
 import os
 
@@ -27,6 +29,8 @@ flags.DEFINE_float("threshold", None, "Quality-score threshold (default: calibra
                    "else the paper's for --codec).")
 flags.DEFINE_integer("exit", None, "Force this exit (1..5); no early exit.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
+flags.DEFINE_bool("demo", False, "Compress the photos shipped in the package at every level "
+                  "of --codec, enhance them and print PSNR before/after (no inputs needed).")
 flags.DEFINE_integer("tile", DEFAULT_TILE, "Tile side in pixels (a multiple of 32): larger "
                      "images are enhanced in overlapping tiles to bound memory; an image of "
                      "at most tile×tile pixels runs in one piece.")
@@ -42,7 +46,9 @@ def main(argv):
     except ImportError as e:
         return fail(str(e))
     inputs = expand_inputs(argv[1:])
-    if not inputs:
+    if FLAGS.demo and inputs:
+        return fail("--demo takes no input images")
+    if not inputs and not FLAGS.demo:
         return fail("no input images given (usage: python -m rbqe_tf.enhance IMAGE... --out DIR)")
     if not FLAGS.out:
         return fail("--out is required")
@@ -64,10 +70,28 @@ def main(argv):
         return fail(f"--exit must be in 1..{enhancer.num_exits}")
     if FLAGS.exit is None:
         print(f"{FLAGS.codec}: early exit at quality score >= {threshold:.3f} ({source})")
+    if FLAGS.demo:
+        return _demo(enhancer)
 
     failures = enhance_files(inputs, FLAGS.out, lambda image: enhancer(image, FLAGS.exit),
                              _taken, FLAGS.overwrite)
     return 1 if failures else 0
+
+
+def _demo(enhancer):
+    from datasets.codecs import CodecError
+    from rbqe_tf import demo
+    from rbqe_tf.image_io import ImageError
+    print(demo.HEADER)
+    try:
+        rows = demo.run({FLAGS.codec: enhancer}, FLAGS.out, FLAGS.overwrite,
+                        exit=FLAGS.exit)
+    except (CodecError, ImageError, ValueError, OSError) as e:
+        fail(str(e).splitlines()[0])
+        return 1
+    print("\n".join(demo.summary(rows)))
+    print(f"wrote {2 * len(rows)} PNGs (compressed *_in, enhanced *_out) to {FLAGS.out}")
+    return 0
 
 
 def _taken(result):
