@@ -13,7 +13,11 @@ needs (``rbqe_tf.qat_model``); weights move between the two by layer name.
 Layer names are deterministic: ``enc_2_conv1``, ``dec_1_3_sep1_dw``,
 ``dec_1_3_eca_low``, ``exit_4_pw``; the exit outputs are the layers ``exit_1`` …
 """
+import dataclasses
+import hashlib
+import json
 import os
+import zipfile
 
 import numpy as np
 import keras
@@ -199,11 +203,17 @@ class RBQE(keras.Model):
 
     def get_config(self):
         return {**self.rbqe_config.to_dict(), "input_size": list(self.input_size),
-                "name": self.name, "trainable": self.trainable}
+                "name": self.name, "trainable": self.trainable,
+                "format": FILE_FORMAT, "weights_digest": weights_digest(self)}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        config = dict(config)
+        config.pop("format", None)
+        digest = config.pop("weights_digest", None)
+        model = cls(**config)
+        model.saved_weights_digest = digest
+        return model
 
     def exit_model(self, k):
         """Monolithic sub-model from ``y`` to exit ``k`` (1-based)."""
@@ -275,18 +285,78 @@ def default_weights(codec):
     return path
 
 
-def load_model(path):
-    """Loads a ``.keras`` RBQE model saved by training (safe mode: no code execution)."""
+FILE_FORMAT = 1  # bump when a saved file's meaning changes; newer files are refused
+_SAVED_KEYS = {f.name for f in dataclasses.fields(RBQEConfig)} | {
+    "input_size", "name", "trainable", "format", "weights_digest"}
+_MISMATCH = "its weights do not match its architecture (a mixed or damaged file, or one " \
+            "from another rbqe_tf version)"
+
+
+def weights_digest(model):
+    """sha256 over every weight (name and values), in name order."""
+    digest = hashlib.sha256()
+    for variable in sorted(model.weights, key=lambda v: v.path):
+        digest.update(variable.path.encode())
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
+    return digest.hexdigest()
+
+
+def _check_archive(path):
+    """Reads the archive's config before Keras does: damage and foreign versions → WeightsError."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise WeightsError(f"{path}: corrupt file ({bad} fails its checksum)")
+            saved = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, EOFError):
+        raise WeightsError(f"{path}: not a .keras archive (truncated or corrupt file)") from None
+    except (KeyError, ValueError, UnicodeDecodeError):
+        raise WeightsError(f"{path}: not a Keras model archive (no readable config.json)") from None
+    if not isinstance(saved, dict) or saved.get("class_name") != "RBQE":
+        return  # Keras loads it and load_model says what it is
+    config = saved.get("config") or {}
+    if config.get("format", 0) > FILE_FORMAT:
+        raise WeightsError(f"{path}: written by a newer rbqe_tf (file format "
+                           f"{config['format']}; this version reads {FILE_FORMAT})")
+    unknown = sorted(set(config) - _SAVED_KEYS)
+    if unknown:
+        raise WeightsError(f"{path}: unknown model settings {', '.join(unknown)} "
+                           "(a file from another rbqe_tf version)")
+
+
+def _differences(found, expected):
+    return ", ".join(f"{f.name} {getattr(found, f.name)} (expected {f.name} "
+                     f"{getattr(expected, f.name)})" for f in dataclasses.fields(RBQEConfig)
+                     if getattr(found, f.name) != getattr(expected, f.name))
+
+
+def load_model(path, expect=None):
+    """Loads a ``.keras`` RBQE model saved by training (safe mode: no code execution).
+
+    Damaged, foreign or mismatched files raise a one-line WeightsError; files that
+    carry a weights digest are checked against it; ``expect`` (an RBQEConfig) refuses
+    any other architecture.
+    """
     path = str(path)
     if not path.endswith(".keras"):
         raise WeightsError(f"{path}: expected a .keras model file (as written by rbqe_tf.train)")
     if not os.path.isfile(path):
         raise WeightsError(f"{path}: no such file")
+    _check_archive(path)
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # Keras raises many types for foreign or damaged files
-        raise WeightsError(f"{path}: cannot load model ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else 'unknown error'})") from None
+        first = str(e).splitlines()[0] if str(e) else "unknown error"
+        if "could not be loaded" in first:
+            raise WeightsError(f"{path}: cannot load model: {_MISMATCH}") from None
+        raise WeightsError(f"{path}: cannot load model ({type(e).__name__}: {first})") from None
     if not isinstance(model, RBQE):
         raise WeightsError(f"{path}: not an RBQE model ({type(model).__name__})")
+    saved = getattr(model, "saved_weights_digest", None)
+    if saved is not None and saved != weights_digest(model):
+        raise WeightsError(f"{path}: {_MISMATCH}")
+    if expect is not None and model.rbqe_config != expect:
+        raise WeightsError(f"{path}: architecture differs: "
+                           f"{_differences(model.rbqe_config, expect)}")
     return model

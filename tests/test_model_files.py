@@ -1,9 +1,5 @@
 """Trustworthy Keras model files: ``rbqe_tf.model.load_model`` (safe mode) turns every
-damaged, foreign or mismatched ``.keras`` file into a one-line WeightsError naming it.
-
-Tests marked xfail(strict) state wanted behaviour that ``rbqe_tf/model.py`` lacks today
-(issue #10 part 4); they fail loudly once it is there, so the mark must go with the fix.
-"""
+damaged, foreign or mismatched ``.keras`` file into a one-line WeightsError naming it."""
 import json
 import zipfile
 
@@ -122,44 +118,30 @@ def test_training_init_from_another_architecture_is_a_config_error(saved, tmp_pa
         build(cfg, tf.distribute.get_strategy())
 
 
-# --- wanted, not yet in rbqe_tf/model.py (see the module docstring) -----------------------
-
-MISSING = "needs the rbqe_tf/model.py load_model change of issue #10 part 4"
 
 
-@pytest.mark.xfail(strict=True, reason=MISSING)
+
 def test_truncated_file_says_so(saved, tmp_path):
-    # today: "cannot load model (ValueError: File not found: filepath=…" for a file that exists
     _one_line_error(_truncated(0.6)(saved / "tiny.keras", tmp_path / "t.keras"),
                     "truncated or corrupt")
 
 
-@pytest.mark.xfail(strict=True, reason=MISSING)
 def test_mismatched_weights_say_so(saved, tmp_path):
-    # today: "… (ValueError: A total of 111 objects could not be loaded. Example error
-    # message for object <Conv2D name=enc_4_conv1, built=True>:)"
     _one_line_error(_mixed(saved, "tiny.keras", "tiny3.keras", tmp_path / "m.keras"),
                     "weights do not match its architecture")
 
 
-@pytest.mark.xfail(strict=True, reason=MISSING)
 def test_weights_of_a_larger_architecture_are_refused(saved, tmp_path):
-    # today: loads silently; Keras 3 assigns the file's variables by position, so most
-    # layers (70 of 102 here) get another layer's weights and the extra ones are dropped
     _one_line_error(_mixed(saved, "tiny_no_eca.keras", "tiny.keras", tmp_path / "m.keras"),
                     "weights do not match its architecture")
 
 
-@pytest.mark.xfail(strict=True, reason=MISSING)
 def test_file_from_a_newer_version_is_refused(saved, tmp_path):
-    # today: the unknown setting is dropped silently and the model loads
     newer = _rewrite(saved / "tiny.keras", tmp_path / "newer.keras",
                      _edit_config(lambda c: c["config"].update(attention_heads=4)))
     _one_line_error(newer, "attention_heads")
 
 
-@pytest.mark.xfail(strict=True, reason=MISSING)
 def test_caller_can_require_an_architecture(saved):
-    # today: load_model takes no expectation; every caller must compare rbqe_config itself
     message = _one_line_error(saved / "tiny.keras", expect=get_config("rbqe"))
     assert "features 4" in message and "features 32" in message
