@@ -83,7 +83,7 @@ def test_bad_weights_are_one_line_errors(tmp_path):
         load_model(tmp_path / "missing.keras")
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(WeightsError, match="junk.keras: cannot load model"):
+    with pytest.raises(WeightsError, match="junk.keras: not a .keras archive"):
         load_model(junk)
     with pytest.raises(WeightsError, match="expected a .keras"):
         load_model(tmp_path / "model.h5")
