@@ -50,6 +50,9 @@ def write_manifest(folder, manifest):
     os.replace(tmp, path)
 
 
+REQUIRED = ("files", "tile", "num_exits", "codecs", "thresholds", "block_size", "quantize")
+
+
 def read_manifest(folder):
     """The manifest dict of export ``folder``, or ManifestError."""
     path = os.path.join(folder, MANIFEST)
@@ -66,6 +69,13 @@ def read_manifest(folder):
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ManifestError(f"{path}: format version {manifest.get('format_version')} is not "
                             f"supported (this runner reads version {FORMAT_VERSION})")
+    missing = [key for key in REQUIRED if key not in manifest]
+    files = manifest.get("files")
+    if not missing and not (isinstance(files, dict) and all(
+            isinstance(e, dict) and {"path", "sha256"} <= set(e) for e in files.values())):
+        missing = ["files[…].path/sha256"]
+    if missing:
+        raise ManifestError(f"{path}: incomplete manifest (missing {', '.join(missing)})")
     return manifest
 
 

@@ -1,5 +1,6 @@
 """The TensorFlow-free staged runner: parity with the Keras Enhancer, tiling and score
 pooling, per-tile decisions, integrity checks and the command line."""
+import json
 import os
 import shutil
 import subprocess
@@ -150,6 +151,32 @@ def test_sha256_mismatch_is_refused(tampered, tmp_path, capsys):
     write_image(image, _image((40, 40)))
     assert run.main([str(image), "--models", str(tampered), "--out", str(tmp_path / "o")]) == 2
     assert "does not match the manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m.pop("tile"), "incomplete manifest (missing tile)"),
+    (lambda m: m["files"]["stage_2"].pop("sha256"), "missing files[…].path/sha256"),
+    (lambda m: m["files"].pop("stage_2"), "manifest lists no model 'stage_2'"),
+])
+def test_incomplete_manifest_is_one_line_error(root, tmp_path, capsys, edit, message):
+    folder = tmp_path / "models"
+    shutil.copytree(export_tiny("fp32", root), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    image = tmp_path / "a.png"
+    write_image(image, _image((40, 40)))
+    assert run.main([str(image), "--models", str(folder), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_listed_model_file_missing_is_refused(root, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(export_tiny("fp32", root), folder)
+    (folder / "stage_4.tflite").unlink()
+    with pytest.raises(ManifestError, match=r"stage_4.tflite: missing \(listed in manifest.json\)"):
+        Runner(folder)
 
 
 def test_cli_reports_bad_inputs_and_keeps_going(root, tmp_path, capsys):
