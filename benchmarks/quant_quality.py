@@ -3,7 +3,7 @@
     python -m benchmarks.quant_quality --weights rbqe_tf/weights/rbqe_jpeg.keras \\
         --exports ptq=tflite_int8,qat=tflite_qat --data ../shared/data/val/classic5 [--json F]
 
-Every image is JPEG-compressed (OpenCV) at each level, its top-left tile (the
+Every PNG's Y plane is JPEG-compressed (OpenCV) at each level, its top-left tile (the
 exports' tile size; smaller images are mirror-padded) goes through the float model
 and each export's ``exit_k`` files, and PSNR against the ground truth is taken on the
 tile's image part, rounded to 8 bits. Prints, per export, the ΔPSNR each exit loses
@@ -11,7 +11,6 @@ against float (positive = worse), per level and over all.
 """
 import argparse
 import json
-import os
 
 import numpy as np
 
@@ -19,18 +18,15 @@ from datasets.codecs import compress_jpeg
 from export.litert_model import Value, open_model
 from export.manifest import read_manifest
 from rbqe_tf import metrics
-from rbqe_tf.image_io import read_image
+from rbqe_tf.demo import reference_images
 from rbqe_tf.levels import DEFAULT_LEVELS
 
 
 def tiles(folder, tile):
-    """(name, ground-truth tile, rows, cols) of each image: the top-left tile×tile part."""
-    for name in sorted(os.listdir(folder)):
-        if name.lower().endswith((".png", ".bmp", ".tif", ".tiff")):
-            gt = read_image(os.path.join(folder, name))
-            gt = gt if gt.ndim == 2 else gt[..., 0]
-            h, w = min(tile, gt.shape[0]), min(tile, gt.shape[1])
-            yield name, gt[:h, :w], h, w
+    """(name, ground-truth Y tile, rows, cols) of each PNG: the top-left tile×tile part."""
+    for name, gt in reference_images(folder).items():
+        h, w = min(tile, gt.shape[0]), min(tile, gt.shape[1])
+        yield name, gt[:h, :w], h, w
 
 
 def main(argv=None):
@@ -47,7 +43,10 @@ def main(argv=None):
     model = load_model(args.weights)
     exports = dict(item.split("=", 1) for item in args.exports.split(","))
     manifests = {label: read_manifest(f) for label, f in exports.items()}
-    tile = {m["tile"] for m in manifests.values()}.pop()
+    tile_sizes = {m["tile"] for m in manifests.values()}
+    if len(tile_sizes) != 1:
+        p.error(f"--exports have different tile sizes ({sorted(tile_sizes)})")
+    tile = tile_sizes.pop()
     k_max = model.rbqe_config.num_exits
     runners = {label: [open_model(exports[label], m, f"exit_{k}", 2) for k in range(1, k_max + 1)]
                for label, m in manifests.items()}

@@ -9,6 +9,7 @@ import numpy as np
 from datasets.codecs import compress_jpeg
 from rbqe_tf import demo, metrics
 from rbqe_tf.enhancer import Enhancer
+from rbqe_tf.image_io import read_image
 from rbqe_tf.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ def test_rows_report_the_psnr_of_what_was_written(tmp_path):
         gt = refs[row.image]
         compressed, _ = compress_jpeg(gt, row.level)
         assert row.exit == 1 and row.psnr_in == metrics.psnr(gt, compressed)
-        written = demo.read_image(tmp_path / f"{row.image}_jpeg{row.level}_out.png")
+        written = read_image(tmp_path / f"{row.image}_jpeg{row.level}_out.png")
         assert written.shape == gt.shape and row.psnr_out == metrics.psnr(gt, written)
     assert np.mean([r.psnr_in for r in rows if r.level == 10]) < np.mean(
         [r.psnr_in for r in rows if r.level == 50])
