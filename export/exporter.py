@@ -17,6 +17,7 @@ from export.gpu_ops import gpu_problems, op_counts
 from export.graphs import fixed_tile_model, model_graphs, score_graph
 from export.litert_model import make_interpreter, open_model
 from export.manifest import MANIFEST, read_manifest, sha256_file, tensor_entries, write_manifest
+from export.retile import retile
 from export.representative import compressed_patches, image_crops, ramp, stage_inputs
 from rbqe_tf.calibration import resolve_threshold
 from rbqe_tf.levels import BLOCK_SIZE, CODECS, DEFAULT_LEVELS, PUBLISHED_THRESHOLDS
@@ -55,45 +56,62 @@ class Exporter:
     ``graphs``: exit/stage graphs to export instead of ``model``'s (the fake-quantized
     graphs of a QAT checkpoint, ``rbqe_tf.qat_model.export_graphs``; they are then the
     float reference of every check); ``source``: what they came from, for the manifest.
+    ``calib_tile``: calibrate int8 files at this smaller tile (a divisor of ``tile``)
+    and re-shape them to ``tile`` (:mod:`export.retile`); the checks run at ``tile``.
     """
 
-    def __init__(self, model, tile, codecs=CODECS, weights=None, graphs=None, source=None):
+    def __init__(self, model, tile, codecs=CODECS, weights=None, graphs=None, source=None,
+                 calib_tile=None):
         multiple = model.rbqe_config.size_multiple
         if tile < multiple or tile % multiple:
             raise ValueError(f"tile must be a positive multiple of {multiple}, got {tile}")
+        calib_tile = calib_tile or tile
+        if calib_tile < multiple or calib_tile % multiple or tile % calib_tile:
+            raise ValueError(f"calibration tile must be a multiple of {multiple} that divides "
+                             f"the tile {tile}, got {calib_tile}")
         self.model, self.tile, self.codecs, self.weights = model, tile, tuple(codecs), weights
+        self.calib_tile = calib_tile
         self.thresholds = exit_thresholds(self.codecs, weights)
         self.num_exits = model.rbqe_config.num_exits
         self.graphs = graphs or model_graphs(fixed_tile_model(model, tile))
         self.source = source
+        self.calib_graphs = (self.graphs if calib_tile == tile or graphs is not None
+                             else model_graphs(fixed_tile_model(model, calib_tile)))
         self.graphs.update({f"score_{c}": score_graph(c, tile) for c in self.codecs})
         self.macs = {"per_exit": macs_per_exit(model, tile, tile),
                      "per_stage": macs_per_stage(model, tile, tile)}
         self._patches = {}
 
-    def patches(self, folder, limit, with_ramp=False):
-        """Cached (gt, compressed) centre crops of ``folder`` at all codecs and levels."""
-        key = (os.path.realpath(folder), limit, with_ramp)
+    def patches(self, folder, limit, with_ramp=False, tile=None):
+        """Cached (gt, compressed) centre crops (default: tile-sized) of ``folder`` at all
+        codecs and levels."""
+        tile = tile or self.tile
+        key = (os.path.realpath(folder), limit, with_ramp, tile)
         if key not in self._patches:
-            crops = image_crops(folder, self.tile, limit) + ([ramp(self.tile)] if with_ramp else [])
+            crops = image_crops(folder, tile, limit) + ([ramp(tile)] if with_ramp else [])
             self._patches[key] = compressed_patches(crops, CODECS)
         return self._patches[key]
 
     def _representative(self, name, comp):
-        """Callable → calibration samples as {input name: batch-1 array}."""
-        graph = self.graphs[name]
+        """Callable → calibration samples (at the calibration tile) as {input name:
+        batch-1 array}."""
+        graph = self.calib_graphs[name]
         if name.startswith("exit_"):
             return lambda: ({"y": y[None]} for y in comp)
         return lambda: (dict(zip(graph.input_names, inputs)) for inputs in
-                        stage_inputs(self.graphs, int(name.split("_")[1]), comp))
+                        stage_inputs(self.calib_graphs, int(name.split("_")[1]), comp))
 
     def _convert_all(self, out, mode, calib, log):
         files = {}
         for name, graph in self.graphs.items():
             file_mode = "fp32" if name.startswith("score_") else mode
             start = time.perf_counter()
-            data = convert(graph, file_mode, self._representative(name, calib)
-                           if file_mode in INT8_MODES else None)
+            if calib is not None and file_mode in INT8_MODES:
+                data = retile(convert(self.calib_graphs[name], file_mode,
+                                      self._representative(name, calib)),
+                              self.tile // self.calib_tile)
+            else:
+                data = convert(graph, file_mode, None)
             seconds = time.perf_counter() - start
             path = os.path.join(out, f"{name}.tflite")
             _write_atomic(path, data)
@@ -152,7 +170,8 @@ class Exporter:
         start = time.perf_counter()
         needs_calib = mode in INT8_MODES and not all(
             g.fake_quant for n, g in self.graphs.items() if not n.startswith("score_"))
-        calib_comp = self.patches(*calib, with_ramp=True)[1] if needs_calib else None
+        calib_comp = (self.patches(*calib, with_ramp=True, tile=self.calib_tile)[1]
+                      if needs_calib else None)
         val_gt, val_comp = self.patches(*val)
         log(f"compressed patches: {0 if calib_comp is None else len(calib_comp)} calibration, "
             f"{len(val_comp)} validation ({time.perf_counter() - start:.0f} s)")
@@ -199,7 +218,8 @@ class Exporter:
             "macs": self.macs,
             "qat": self.source,
             "calibration": calib and {"folder": os.path.abspath(calib[0]), "max_images": calib[1],
-                                      "levels": DEFAULT_LEVELS, "ramp": True},
+                                      "levels": DEFAULT_LEVELS, "ramp": True,
+                                      "tile": self.calib_tile},
             "validation": {"folder": os.path.abspath(val[0]), "max_images": val[1]},
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                          "ai_edge_litert": _version("ai-edge-litert"),

@@ -35,6 +35,9 @@ flags.DEFINE_string("out", None, "Output folder for the .tflite files and manife
 flags.DEFINE_enum("quantize", "fp32", [*QUANT_MODES, "int8"],
                   f"Quantization; 'int8' (or --quantize alone) = {INT8_ALIAS}.")
 flags.DEFINE_integer("tile", 256, "Tile size (square, a multiple of 32) of every model.")
+flags.DEFINE_integer("calib_tile", 0, "int8: calibrate at this smaller tile (a divisor of "
+                     "--tile) and re-shape the files to --tile; calibration time grows with "
+                     "the tile's area (0: calibrate at --tile).")
 flags.DEFINE_string("calib", SAMPLES, "Folder of images for int8 calibration (recursive).")
 flags.DEFINE_integer("calib_images", 4, "Use at most this many calibration images.")
 flags.DEFINE_string("val", None, "Folder of validation images (default: --calib).")
@@ -100,7 +103,8 @@ def main(argv):
             exporter = qat_exporter(FLAGS.from_qat, FLAGS.tile, FLAGS.codecs)
         else:
             weights = FLAGS.weights or default_weights(FLAGS.codecs[0])
-            exporter = Exporter(load_model(weights), FLAGS.tile, FLAGS.codecs, weights)
+            exporter = Exporter(load_model(weights), FLAGS.tile, FLAGS.codecs, weights,
+                                calib_tile=FLAGS.calib_tile or None)
         print(f"traced {len(exporter.graphs)} graphs at {FLAGS.tile}×{FLAGS.tile} "
               f"({time.perf_counter() - start:.0f} s)")
         manifest = exporter.export(FLAGS.out, mode, (FLAGS.calib, FLAGS.calib_images),

@@ -1,0 +1,61 @@
+"""A fully convolutional .tflite model re-shaped for a larger tile (NumPy + LiteRT schema).
+
+int8 calibration runs the float graph once per sample in TensorFlow's calibrator,
+so its cost grows with the tile's area (≈ 1.5 h for the shipped model at 512² on a
+2-core CPU, docs/benchmarks.md). Quantization ranges are per-tensor statistics of
+the activations, not of the tile size, so the exporter can calibrate at a small tile
+and write the files at the large one: every 4-D activation tensor's height and width
+are multiplied by ``factor`` and so is the constant output shape of each
+TRANSPOSE_CONV, the only shape-carrying constant of the exit and stage graphs.
+Anything else that depends on the spatial size (RESHAPE targets, slice bounds) makes
+:func:`retile` refuse the model rather than guess.
+"""
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from export.gpu_ops import operators
+
+# Ops whose constants do not depend on the tile (weights, paddings, axes).
+TILE_FREE_OPS = frozenset({
+    "ADD", "MUL", "SUB", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "LOGISTIC",
+    "MEAN", "PAD", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE", "TRANSPOSE_CONV"})
+
+
+def _constant(model, tensor):
+    data = model.buffers[tensor.buffer].data
+    return data is not None and len(data) > 0
+
+
+def _scaled(shape, factor):
+    shape = [int(s) for s in shape]
+    return [shape[0], shape[1] * factor, shape[2] * factor, shape[3]]
+
+
+def retile(data, factor):
+    """The .tflite bytes ``data`` with every spatial size multiplied by ``factor``."""
+    if factor < 1 or int(factor) != factor:
+        raise ValueError(f"factor must be a positive integer, got {factor}")
+    if factor == 1:
+        return data
+    model, ops = operators(data)
+    unknown = sorted({name for name, _, _ in ops} - TILE_FREE_OPS)
+    if unknown:
+        raise ValueError(f"cannot re-tile a model with {', '.join(unknown)}")
+    patched = set()
+    for name, op, sg in ops:
+        if name == "TRANSPOSE_CONV":  # inputs: output shape (int32 [1, H, W, C]), weights, x
+            buffer = model.buffers[sg.tensors[op.inputs[0]].buffer]
+            if id(buffer) not in patched:  # identical constants share one buffer
+                shape = np.frombuffer(bytes(bytearray(buffer.data)), np.int32)
+                buffer.data = np.array(_scaled(shape, factor), np.int32).view(np.uint8)
+                patched.add(id(buffer))
+    for sg in model.subgraphs:
+        for tensor in sg.tensors:
+            if not _constant(model, tensor) and tensor.shape is not None and len(tensor.shape) == 4:
+                tensor.shape = _scaled(tensor.shape, factor)
+                if tensor.shapeSignature is not None and len(tensor.shapeSignature) == 4:
+                    tensor.shapeSignature = _scaled(tensor.shapeSignature, factor)
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

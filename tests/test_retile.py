@@ -1,0 +1,71 @@
+"""Re-shaping .tflite files to a larger tile (export.retile) and int8 exports calibrated
+at a smaller tile: checked against models converted natively at the large tile."""
+import numpy as np
+import pytest
+
+from export.convert import convert
+from export.exporter import Exporter
+from export.graphs import fixed_tile_model, model_graphs, score_graph
+from export.litert_model import make_interpreter
+from export.manifest import read_manifest
+from export.retile import retile
+from test_export import SAMPLES, tiny_model
+
+
+def _run(path, feeds_by_name):
+    interpreter = make_interpreter(str(path), 1)
+    for d in interpreter.get_input_details():
+        interpreter.set_tensor(d["index"], feeds_by_name[d["name"]])
+    interpreter.invoke()
+    return {d["name"]: interpreter.get_tensor(d["index"])
+            for d in interpreter.get_output_details()}, interpreter
+
+
+@pytest.mark.parametrize("name", ["exit_5", "stage_3"])
+def test_retiled_float_model_equals_the_native_conversion(tmp_path, name):
+    small = model_graphs(fixed_tile_model(tiny_model(), 64))[name]
+    large = model_graphs(fixed_tile_model(tiny_model(), 128))[name]
+    (tmp_path / "retiled.tflite").write_bytes(retile(convert(small, "fp32"), 2))
+    (tmp_path / "native.tflite").write_bytes(convert(large, "fp32"))
+    native = make_interpreter(str(tmp_path / "native.tflite"), 1)
+    rng = np.random.default_rng(0)
+    feeds = {d["name"]: rng.random(d["shape"], np.float32) for d in native.get_input_details()}
+    got, retiled = _run(tmp_path / "retiled.tflite", feeds)
+    want, _ = _run(tmp_path / "native.tflite", feeds)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert got[key].shape == want[key].shape and got[key].shape[1] in (128, 64, 32, 16, 8, 4)
+        np.testing.assert_allclose(got[key], want[key], atol=1e-6)
+
+
+def test_retile_refuses_tile_dependent_ops_and_bad_factors():
+    score = convert(score_graph("jpeg", 64), "fp32")  # patch grid via STRIDED_SLICE
+    with pytest.raises(ValueError, match="STRIDED_SLICE"):
+        retile(score, 2)
+    exit_1 = convert(model_graphs(fixed_tile_model(tiny_model(), 64))["exit_1"], "fp32")
+    for factor in (0, 1.5):
+        with pytest.raises(ValueError, match="positive integer"):
+            retile(exit_1, factor)
+    assert retile(exit_1, 1) is exit_1
+
+
+def test_exporter_tile_must_be_a_multiple_of_the_calibration_tile():
+    with pytest.raises(ValueError, match="divides the tile 128"):
+        Exporter(tiny_model(), 128, calib_tile=96)
+
+
+@pytest.mark.slow
+def test_int8_export_calibrated_at_a_smaller_tile_passes_the_full_tile_checks(tmp_path):
+    """Calibrated at 64², written and verified at 128² (parity with Keras at 128²,
+    ΔPSNR lost per exit): the manifest records both tiles."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "chelsea_q30.jpg").write_bytes((SAMPLES / "chelsea_q30.jpg").read_bytes())
+    exporter = Exporter(tiny_model(), 128, calib_tile=64)
+    manifest = exporter.export(str(tmp_path / "int8"), "int8_full_fp32_io", (str(images), 1),
+                               (str(images), 1), log=lambda line: None)
+    assert manifest == read_manifest(str(tmp_path / "int8"))
+    assert manifest["tile"] == 128 and manifest["calibration"]["tile"] == 64
+    y = next(t for t in manifest["files"]["exit_5"]["inputs"] if t["name"] == "y")
+    assert y["shape"] == [1, 128, 128, 1]
+    assert max(manifest["verification"]["delta_psnr_lost"]) < 0.5
