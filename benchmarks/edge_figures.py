@@ -9,10 +9,11 @@ mixed-quality set — every TFLite figure from one ``python -m export.benchmark`
 (medians and ratios of the same run), Keras from a child process per thread count
 (TensorFlow's thread pools are fixed at start-up). Exports are made with
 ``python -m export.tflite`` into ``--exports`` and reused while the weights, tile and
-mode match (int8 calibration at 512² is slow: export it ahead, see docs/benchmarks.md).
-If a target is missed, an op-level profile follows: ``benchmark_model
---enable_op_profiling`` when ``--benchmark_model`` is given, else op counts and MACs per
-op type read from the model file.
+mode match; int8 is calibrated at ``--calib_tile`` (256) and re-shaped to the tile
+(``export.retile``: calibration at 512² would take ≈ 1.5 h here). The last exit of the
+target configuration (int8, most threads) gets an op-level profile: one-op models
+timed by the harness (``export.op_profile``), or ``benchmark_model
+--enable_op_profiling`` when ``--benchmark_model`` is given.
 """
 import argparse
 import datetime
@@ -50,6 +51,8 @@ def _parser():
     p.add_argument("--calib", help="calibration images for new int8 exports "
                    "(default: the exporter's, the repo's samples/)")
     p.add_argument("--calib_images", type=int, default=1)
+    p.add_argument("--calib_tile", type=int, default=256,
+                   help="int8: calibrate at this tile and re-shape to --tile (default 256)")
     p.add_argument("--val_images", type=int, default=1)
     p.add_argument("--benchmark_model", help="benchmark_model binary for an op-level profile")
     p.add_argument("--peak_gmacs", type=float, default=115.0,
@@ -100,8 +103,10 @@ def ensure_export(args, mode):
     try:
         m = read_manifest(folder)
         weights = (m.get("model") or {}).get("weights") or {}
+        calib_tile = (m.get("calibration") or {}).get("tile", m["tile"])
         if (m["tile"] == args.tile and m["quantize"] == MODES[mode]
-                and weights.get("sha256") == sha256_file(args.weights)):
+                and weights.get("sha256") == sha256_file(args.weights)
+                and (mode != "int8" or calib_tile == min(args.calib_tile, args.tile))):
             log(f"reusing {folder}")
             return folder
     except (ManifestError, KeyError):
@@ -109,6 +114,8 @@ def ensure_export(args, mode):
     cmd = [sys.executable, "-m", "export.tflite", "--weights", args.weights, "--out", folder,
            f"--quantize={mode}", f"--tile={args.tile}", "--overwrite",
            f"--calib_images={args.calib_images}", f"--val_images={args.val_images}"]
+    if mode == "int8":
+        cmd.append(f"--calib_tile={min(args.calib_tile, args.tile)}")
     if args.calib:
         cmd.append(f"--calib={args.calib}")
     start = time.perf_counter()
@@ -117,12 +124,15 @@ def ensure_export(args, mode):
     return folder
 
 
-def tflite_run(args, folder, threads):
+def tflite_run(args, folder, threads, profile=None):
+    """One export.benchmark run (with an op profile of model ``profile``) → its JSON."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "b.json")
         cmd = [sys.executable, "-m", "export.benchmark", "--models", folder, "--threads",
                str(threads), "--runs", str(args.runs), "--warmup", str(args.warmup),
                "--json", path]
+        if profile:
+            cmd += ["--op_profile", profile]
         if args.images:
             cmd += ["--images", args.images]
         _run(cmd)
@@ -130,25 +140,29 @@ def tflite_run(args, folder, threads):
             return json.load(f)
 
 
-def op_profile(args, folder, threads):
-    """Which ops dominate exit K of ``folder``: measured with benchmark_model when given,
-    else op counts and MACs per op type from the file."""
+def benchmark_model_profile(args, folder, threads):
+    """Op times of exit K of ``folder`` measured by the benchmark_model binary."""
     from export import benchmark_model
     from export.manifest import read_manifest
-    manifest = read_manifest(folder)
-    name = f"exit_{manifest['num_exits']}"
-    if args.benchmark_model:
-        flags = benchmark_model.configs((threads,))[f"cpu_t{threads}"]
-        cmd = [args.benchmark_model, f"--graph={os.path.join(folder, name + '.tflite')}",
-               *(f"--{k}={v}" for k, v in flags.items()), "--enable_op_profiling=true",
-               f"--num_runs={args.runs}"]
-        rec = benchmark_model.parse_log(_run_merged(cmd), f"cpu_t{threads}")
-        return {"source": "benchmark_model --enable_op_profiling", "model": name,
-                "ops": rec["op_profile"]}
-    from export.op_macs import read_op_macs
-    return {"source": "op counts and MACs per op type (static; no op timing)", "model": name,
-            "ops": [{"op": op, **v} for op, v in
-                    read_op_macs(os.path.join(folder, name + ".tflite")).items()]}
+    name = f"exit_{read_manifest(folder)['num_exits']}"
+    flags = benchmark_model.configs((threads,))[f"cpu_t{threads}"]
+    cmd = [args.benchmark_model, f"--graph={os.path.join(folder, name + '.tflite')}",
+           *(f"--{k}={v}" for k, v in flags.items()), "--enable_op_profiling=true",
+           f"--num_runs={args.runs}"]
+    rec = benchmark_model.parse_log(_run_merged(cmd), f"cpu_t{threads}")
+    return {"source": "benchmark_model --enable_op_profiling", "model": name,
+            "ops": [{"op": o["op"], "count": o["count"], "ms": o["avg_ms"],
+                     "share": o["percent"] / 100} for o in rec["op_profile"]]}
+
+
+def harness_profile(bench):
+    """The op profile of an export.benchmark run in the page's form."""
+    name, prof = next(iter(bench["op_profile"].items()))
+    return {"source": "one-op models timed by export.benchmark --op_profile "
+            f"(whole file {prof['whole_median_ms']:.1f} ms, one-op models sum to "
+            f"{prof['ops_sum_ms']:.1f} ms)", "model": name,
+            "ops": [{"op": op, **v} for op, v in prof["by_type"].items()],
+            "slowest": prof["slowest"]}
 
 
 def _run_merged(cmd):
@@ -207,6 +221,7 @@ def markdown(res):
     lines += ["", "## Staging, score cost and early exit (TFLite)", "",
               "| | " + " | ".join(tfl) + " |", "|---|" + "---|" * len(tfl)]
     rows = [("stages 1..k / monolithic, worst exit (target ≤ 1.05)", "staged_ratio", 3),
+            ("stage invokes alone / monolithic, same exit", "invokes_ratio", 3),
             ("quality score / full exit-5 pass (target ≤ 0.05)", "score_ratio", 3),
             ("early-exit ms per image", "early_ms", 1),
             ("always-exit-5 ms per image", "always_ms", 1),
@@ -227,28 +242,19 @@ def markdown(res):
     prof = res.get("profile")
     if prof and prof["ops"]:
         lines += ["", f"## Op-level profile of {prof['model']} ({prof['config']}; "
-                  f"{prof['source']})",
-                  "", "| op | count | " + ("avg ms | % |" if "avg_ms" in prof["ops"][0] else
-                                             "GMAC | % of MACs |"),
-                  "|---|---|---|---|"]
-        total = sum(o.get("macs", 0) for o in prof["ops"]) or 1
+                  f"{prof['source']})", "",
+                  "| op | count | ms | % of op time | GMAC | GMAC/s |", "|---|---|---|---|---|---|"]
         for o in prof["ops"]:
-            lines.append(f"| {o['op']} | {o['count']} | " + (
-                f"{o['avg_ms']:.2f} | {o['percent']:.1f} |" if "avg_ms" in o else
-                f"{o['macs'] / 1e9:.3f} | {100 * o['macs'] / total:.1f} |"))
-        lines += ["", "Without op timings, the MAC shares only say where the arithmetic is; "
-                  "the RBQE graph is memory-bound (depthwise 3×3 and 1×1 convolutions on "
-                  "32-channel full-resolution maps, PITFALLS.md), so time per op follows bytes "
-                  "moved more than MACs; run with `--benchmark_model PATH` for measured op times."]
+            macs, rate = o.get("macs"), o.get("gmacs_per_s")
+            lines.append(f"| {o['op']} | {o['count']} | {o['ms']:.2f} | {100 * o['share']:.1f} | "
+                         f"{'–' if macs is None else f'{macs / 1e9:.3f}'} | {_f(rate)} |")
     lines += ["", "## Re-running", "",
               "Exports are cached in `--exports` (one per mode and tile, reused while the "
               "weights match). int8 calibration runs TensorFlow's calibrator single-threaded "
-              "(~9 min per 100 GMAC·samples here, docs/export.md): one calibration sample of "
-              "the shipped model at 512² costs ≈ 100 GMAC over the exit and stage files, and "
-              "`--calib_images 1` gives 11 samples (≈ 1.5 h), so export int8 at 512² "
-              "ahead, e.g. `python -m export.tflite --weights W --out EXPORTS/int8_512 "
-              "--quantize int8 --tile 512 --calib_images 1 --val_images 1`, then run the "
-              "figures with `--exports EXPORTS`. Options: `--modes fp32,int8`, `--threads 2`, "
+              "(~9 min per 100 GMAC·samples here, docs/export.md; ≈ 1.5 h at 512² with one "
+              "image), so int8 files are calibrated at `--calib_tile` (256) and re-shaped to "
+              "the tile (`export/retile.py`; the export's checks then run at the full tile). "
+              "Options: `--modes fp32,int8`, `--threads 2`, "
               "`--tile 256`, `--runs`, `--nokeras`, `--images DIR`. This run took "
               f"{res['seconds']:.0f} s (exports included: {res['export_seconds']:.0f} s)."]
     return "\n".join(lines) + "\n"
@@ -257,9 +263,10 @@ def markdown(res):
 def _summary(bench):
     ee = bench["early_exit"]
     k = bench["export"]["num_exits"]
+    worst = max(bench["exits"], key=lambda r: r["ratio"])
     return {"exit_ms": [r["monolithic"]["median_ms"] for r in bench["exits"]],
             "gmacs_per_s": bench["exits"][-1]["gmacs_per_s"],
-            "staged_ratio": max(r["ratio"] for r in bench["exits"]),
+            "staged_ratio": worst["ratio"], "invokes_ratio": worst["invokes_ratio"],
             "score_ratio": bench["score"]["ratio"], "early_ms": ee["mean_ms"],
             "always_ms": ee["always_last_mean_ms"], "early_ratio": ee["ratio"],
             "macs_ratio": ee["macs_ratio"],
@@ -293,6 +300,7 @@ def main(argv=None):
            "runs": args.runs, "warmup": args.warmup, "peak_gmacs": args.peak_gmacs,
            "configs": {}, "raw": {}}
     start = time.perf_counter()
+    from export.manifest import read_manifest
     folders = {m: ensure_export(args, m) for m in modes}
     res["export_seconds"] = time.perf_counter() - start
     if args.keras:
@@ -304,12 +312,16 @@ def main(argv=None):
             res["raw"][f"keras_t{t}"] = keras
             res["configs"][f"Keras t{t}"] = {"exit_ms": [keras[f"exit_{e}"]["median_ms"]
                                                          for e in range(1, len(keras) + 1)]}
+    target_mode = "int8" if "int8" in modes else modes[-1]
     for m in modes:
         for t in threads:
-            bench = tflite_run(args, folders[m], t)
+            profiled = m == target_mode and t == max(threads) and not args.benchmark_model
+            last = f"exit_{read_manifest(folders[m])['num_exits']}"
+            bench = tflite_run(args, folders[m], t, last if profiled else None)
             res["raw"][f"{m}_t{t}"] = bench
             res["configs"][f"{m} t{t}"] = _summary(bench)
-    from export.manifest import read_manifest
+            if profiled:
+                res["profile"] = {"config": f"{m}, {t} threads", **harness_profile(bench)}
     from rbqe_tf.config import get_config
     config = read_manifest(folders[modes[0]])["model"]["config"]
     res["model_config"] = config
@@ -319,13 +331,12 @@ def main(argv=None):
     res["macs_per_exit"] = [r["macs"] for r in first["exits"]]
     for cfg in res["configs"].values():
         cfg.setdefault("gmacs_per_s", res["macs_per_exit"][-1] / cfg["exit_ms"][-1] / 1e6)
-    target_mode = "int8" if "int8" in modes else modes[-1]
     key = f"{target_mode}_t{max(threads)}"
     res["targets"] = {"config": f"{target_mode}, {max(threads)} threads",
                       "values": res["raw"][key]["targets"]}
-    if not all(v["met"] for v in res["targets"]["values"].values()):
+    if args.benchmark_model:
         res["profile"] = {"config": f"{target_mode}, {max(threads)} threads",
-                          **op_profile(args, folders[target_mode], max(threads))}
+                          **benchmark_model_profile(args, folders[target_mode], max(threads))}
     res["seconds"] = time.perf_counter() - start
     text = markdown(res)
     for path, data in ((args.out, text), (args.json, json.dumps(res, indent=1) + "\n")):

@@ -4,13 +4,15 @@ measured on this device (ai-edge-litert + NumPy; OpenCV only for the image set).
 1. Every model file: ``--warmup`` untimed then ``--runs`` timed invokes (files taken
    round-robin) → min / median / p90 ms, and GMAC/s from the manifest's MACs.
 2. Each exit k: the monolithic ``exit_k`` vs stages 1..k run as the runner runs them
-   (``export.stages``, features passed on), timed alternately → ratio.
+   (``export.stages``, features passed on), timed alternately → ratio; and the stage
+   files' invokes alone, which separates their compute from passing features on.
 3. The quality-score model's cost, and its ratio to a full exit-K pass.
 4. A mixed-quality image set (``--images DIR``, else generated: three scenes JPEG-coded
    at QF 10–50) through ``export.runner.Runner``: early exit vs always exit K — mean
    ms per image, exit histogram, MACs per image (tiles × the manifest's MACs).
 5. Peak resident memory; energy per image from battery counters with
    ``--energy_seconds`` (``export.energy``), else MACs per image as the proxy.
+6. With ``--op_profile exit_5``: time per op and op type (``export.op_profile``).
 
 ``--print_commands`` prints the official ``benchmark_model`` command lines for the
 export instead, and ``--parse_logs DIR`` turns their logs into the same kind of JSON
@@ -27,7 +29,7 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import load_delegate
 
-from export import benchmark_model, tiling
+from export import benchmark_model, op_profile, tiling
 from export.bench_images import GENERATED_QUALITIES, folder_set, generated_set
 from export.energy import DEFAULT_ROOT, EnergyMeter
 from rbqe_tf.image_io import ImageError
@@ -64,6 +66,9 @@ def _parser():
                    help="repeat the image set for at least this long per mode while reading "
                    "battery counters (0: energy not measured)")
     p.add_argument("--power_supply", default=DEFAULT_ROOT, help="power-supply sysfs folder")
+    p.add_argument("--op_profile", default="", metavar="MODEL[,MODEL]",
+                   help="op-level timing of these model files, e.g. exit_5 (one-op models, "
+                   "export.op_profile; default: none)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--markdown", help="write a markdown summary here")
     p.add_argument("--print_commands", "--print-commands", action="store_true",
@@ -137,6 +142,11 @@ class Bench:
                 self.models[name] = open_model(self.folder, self.manifest, name, args.threads,
                                                args.xnnpack, delegates)
         self.models = {name: self.models[name] for name in self.manifest["files"]}
+        self.op_profile = [n for n in args.op_profile.split(",") if n]
+        unknown = [n for n in self.op_profile if n not in self.manifest["files"]]
+        if unknown:
+            raise ManifestError(f"--op_profile: {args.models} has no model {', '.join(unknown)}"
+                                f" (it has {', '.join(self.manifest['files'])})")
         self.images = (folder_set(args.images) if args.images else
                        generated_set(args.size or self.manifest["tile"]))
         if not self.images:
@@ -170,10 +180,14 @@ class Bench:
             stats = time_round_robin({
                 "monolithic": lambda: exit_k.run({"y": Value(y)}),
                 "staged": lambda: [None for _ in iterate_stages(stages[:k], y)],
+                # the stage files' compute alone (inputs left set by the staged run)
+                "stage_invokes": lambda: [s.interpreter.invoke() for s in stages[:k]],
             }, self.args.runs, self.args.warmup)
             macs = self.manifest["macs"]["per_exit"][k - 1]
+            mono = stats["monolithic"]["median_ms"]
             rows.append({"exit": k, "macs": macs, **stats,
-                         "ratio": stats["staged"]["median_ms"] / stats["monolithic"]["median_ms"],
+                         "ratio": stats["staged"]["median_ms"] / mono,
+                         "invokes_ratio": stats["stage_invokes"]["median_ms"] / mono,
                          "gmacs_per_s": _gmacs(macs, stats["monolithic"]["median_ms"])})
             progress.step(f"exit {k}: staged/monolithic {rows[-1]['ratio']:.3f}")
         return rows
@@ -254,13 +268,19 @@ class Bench:
         return out
 
     def run(self):
-        progress = Progress(1 + self.k + len(self.images)
+        progress = Progress(1 + self.k + len(self.images) + len(self.op_profile)
                             + (2 if self.args.energy_seconds > 0 else 0))
         files = self.model_files()
         progress.step(f"{len(files)} model files timed")
         exits = self.staged_vs_monolithic(progress)
         early = self.early_exit(progress)
         energy = self.energy(early, progress)
+        profiles = {}
+        for name in self.op_profile:
+            profiles[name] = op_profile.profile(
+                checked_path(self.folder, self.manifest, name), self.args.threads,
+                self.args.runs, self.args.warmup, self.args.xnnpack)
+            progress.step(f"op profile of {name}: {len(profiles[name]['slowest'])} slowest ops")
         progress.close()
         full = f"exit_{self.k}"
         rss, rss_source = peak_rss_mb()
@@ -277,6 +297,7 @@ class Bench:
             "early_exit": early, "energy": energy,
             "memory": {"peak_rss_mb": rss, "source": rss_source},
             "ops": {full: read_op_macs(checked_path(self.folder, self.manifest, full))},
+            "op_profile": profiles,
         }
         result["targets"] = targets(result)
         return result
@@ -319,10 +340,12 @@ def markdown(result):
     for name, m in result["models"].items():
         lines.append(f"| {name} | {_f(m['min_ms'])} | {_f(m['median_ms'])} | {_f(m['p90_ms'])} | "
                      f"{_f(m['macs'] / 1e9, 3)} | {_f(m['gmacs_per_s'])} |")
-    lines += ["", "| exit | monolithic ms | stages 1..k ms | ratio |", "|---|---|---|---|"]
+    lines += ["", "| exit | monolithic ms | stages 1..k ms | ratio | stage invokes alone ms | "
+              "ratio |", "|---|---|---|---|---|---|"]
     for r in result["exits"]:
         lines.append(f"| {r['exit']} | {_f(r['monolithic']['median_ms'])} | "
-                     f"{_f(r['staged']['median_ms'])} | {r['ratio']:.3f} |")
+                     f"{_f(r['staged']['median_ms'])} | {r['ratio']:.3f} | "
+                     f"{_f(r['stage_invokes']['median_ms'])} | {r['invokes_ratio']:.3f} |")
     sc, ee = result["score"], result["early_exit"]
     hist = ", ".join(f"exit {k}: {n}" for k, n in ee["histogram"].items())
     lines += ["", f"Quality score ({sc['model']}): {_f(sc['median_ms'], 2)} ms = "
@@ -338,6 +361,8 @@ def markdown(result):
         f"{en['always_last']['joules_per_image']:.3f} J at the last exit "
         f"({en['early_exit']['method']})" if en["available"] else
         f"not available ({en['reason']}); proxy: MACs per image above."))
+    for profile in result["op_profile"].values():
+        lines += ["", "Op-level profile: " + op_profile.markdown(profile).rstrip("\n")]
     mem = result["memory"]
     lines += ["", f"Peak RSS: {_f(mem['peak_rss_mb'])} MiB ({mem['source']}).", "",
               "| target | value | limit | met |", "|---|---|---|---|"]

@@ -17,6 +17,7 @@ from export.gpu_ops import gpu_problems, op_counts
 from export.graphs import fixed_tile_model, model_graphs, score_graph
 from export.litert_model import make_interpreter, open_model
 from export.manifest import MANIFEST, read_manifest, sha256_file, tensor_entries, write_manifest
+from export.optimize import optimize
 from export.retile import retile
 from export.representative import compressed_patches, image_crops, ramp, stage_inputs
 from rbqe_tf.calibration import resolve_threshold
@@ -112,6 +113,9 @@ class Exporter:
                               self.tile // self.calib_tile)
             else:
                 data = convert(graph, file_mode, None)
+            rewrites = None
+            if not name.startswith("score_"):
+                data, rewrites = optimize(data)
             seconds = time.perf_counter() - start
             path = os.path.join(out, f"{name}.tflite")
             _write_atomic(path, data)
@@ -124,6 +128,7 @@ class Exporter:
             files[name] = {
                 "path": f"{name}.tflite", "sha256": sha256_file(path), "bytes": len(data),
                 "quantize": file_mode, "convert_seconds": round(seconds, 2),
+                "rewrites": rewrites,
                 "inputs": tensor_entries(interpreter.get_input_details(), names),
                 "outputs": tensor_entries(interpreter.get_output_details(), names),
                 "ops": op_counts(data), "gpu_compatible": not problems,

@@ -34,7 +34,8 @@ def generated_run(root, tmp_path_factory):
     folder, tmp = export_tiny("fp32", root), tmp_path_factory.mktemp("bench")
     out, md = tmp / "b.json", tmp / "b.md"
     assert benchmark.main(["--models", folder, "--runs", "3", "--warmup", "1", "--threads", "1",
-                           "--json", str(out), "--markdown", str(md)]) == 0
+                           "--op_profile", "exit_1", "--json", str(out),
+                           "--markdown", str(md)]) == 0
     return json.loads(out.read_text()), md.read_text()
 
 
@@ -52,6 +53,9 @@ def test_harness_json_on_generated_images(root, generated_run):
     for r in result["exits"]:
         _check_stats(r["monolithic"], 3)
         _check_stats(r["staged"], 3)
+        _check_stats(r["stage_invokes"], 3)
+        assert r["invokes_ratio"] == pytest.approx(
+            r["stage_invokes"]["median_ms"] / r["monolithic"]["median_ms"])
         assert r["ratio"] == pytest.approx(r["staged"]["median_ms"] / r["monolithic"]["median_ms"])
     score = result["score"]
     assert score["model"] == "score_jpeg" and score["ratio"] == pytest.approx(
@@ -82,6 +86,11 @@ def test_harness_json_on_generated_images(root, generated_run):
     assert set(result["targets"]) == set(benchmark.TARGETS)
     assert result["settings"]["threads"] == 1 and result["export"]["quantize"] == "fp32"
     assert "| exit | monolithic ms | stages 1..k ms | ratio |" in md
+    profile = result["op_profile"]["exit_1"]
+    assert set(result["op_profile"]) == {"exit_1"} and profile["file"] == "exit_1.tflite"
+    assert {k: v["count"] for k, v in profile["by_type"].items()} == \
+        manifest["files"]["exit_1"]["ops"]
+    assert "Op-level profile: `exit_1.tflite`" in md
 
 
 @pytest.mark.slow
@@ -98,8 +107,11 @@ def test_edge_figures_page_from_harness_runs(generated_run):
            "export_seconds": 1.0,
            "macs_per_exit": [r["macs"] for r in result["exits"]],
            "configs": {"fp32 t1": summary}, "targets": {"config": "fp32, 1 threads",
-                                                        "values": result["targets"]}}
+                                                        "values": result["targets"]},
+           "profile": {"config": "fp32, 1 threads", **edge_figures.harness_profile(result)}}
     page = edge_figures.markdown(res)
+    assert "## Op-level profile of exit_1 (fp32, 1 threads; one-op models" in page
+    assert "| CONV_2D | " in page
     assert "python -m benchmarks.edge_figures --tile 64" in page and "115 GMAC/s" in page
     assert "**Not the issue's setup**" in page and "features 4, tile 64" in page
     row = next(line for line in page.splitlines() if line.startswith("| 5 |"))
@@ -131,6 +143,10 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "manifest.json: no such file" in err
     assert len(err.strip().splitlines()) == 1
+    assert benchmark.main(["--models", export_tiny("fp32", tmp_path / "e"),
+                           "--op_profile", "exit_9"]) == 2
+    err = capsys.readouterr().err
+    assert "--op_profile" in err and "no model exit_9" in err and len(err.splitlines()) == 1
     assert benchmark.main(["--parse_logs", str(tmp_path / "none")]) == 2
     assert "no such folder" in capsys.readouterr().err
 

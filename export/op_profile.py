@@ -1,0 +1,111 @@
+"""Op-level timing of a .tflite file with ai-edge-litert alone (no benchmark_model).
+
+Each operator is cut out into a one-op model (its non-constant inputs become the
+model's inputs and its outputs the model's outputs; weights and quantization are
+kept) and timed with the whole model's interpreter settings (XNNPACK on by default).
+The whole model runs in the same timed rounds, so the sum of the op medians against
+the whole model's median shows what the cut adds (per-invoke overhead, lost fusion).
+On a phone, ``benchmark_model --enable_op_profiling=true`` gives the device's own
+per-op times (``python -m export.benchmark --print_commands --profile``).
+"""
+import os
+import tempfile
+
+import flatbuffers
+import numpy as np
+
+from export.gpu_ops import operators
+from export.latency import time_round_robin
+from export.litert_model import make_interpreter
+from export.op_macs import macs_of
+
+
+def _pack(model):
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def single_op_models(data):
+    """[(op index, op type, MACs, one-op .tflite bytes)] for every operator of ``data``."""
+    model, ops = operators(data)
+    if len(model.subgraphs) != 1:
+        raise ValueError("op profiling needs a model with one subgraph")
+    sg = model.subgraphs[0]
+    all_ops = sg.operators
+    model.signatureDefs = None  # they name the whole model's inputs and outputs
+
+    def constant(i):
+        buffer = model.buffers[sg.tensors[i].buffer].data
+        return buffer is not None and len(buffer) > 0
+
+    out = []
+    for index, (name, op, _) in enumerate(ops):
+        sg.operators = [op]
+        sg.inputs = [i for i in op.inputs if i >= 0 and not constant(i)]
+        sg.outputs = list(op.outputs)
+        out.append((index, name, macs_of(name, op, sg), _pack(model)))
+    sg.operators = all_ops
+    return out
+
+
+def _random_inputs(interpreter, rng):
+    for d in interpreter.get_input_details():
+        if np.issubdtype(d["dtype"], np.integer):
+            info = np.iinfo(d["dtype"])
+            x = rng.integers(info.min, int(info.max) + 1, d["shape"]).astype(d["dtype"])
+        else:
+            x = rng.random(d["shape"], np.float32).astype(d["dtype"])
+        interpreter.set_tensor(d["index"], x)
+
+
+def profile(path, num_threads=2, runs=5, warmup=1, xnnpack=True):
+    """Per-op and per-op-type timing of the .tflite file at ``path`` (see module doc)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    rng = np.random.default_rng(0)
+    calls, meta = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = make_interpreter(path, num_threads, xnnpack)
+        _random_inputs(whole, rng)
+        calls["whole"] = whole.invoke
+        for index, name, macs, op_data in single_op_models(data):
+            op_path = os.path.join(tmp, f"op_{index}.tflite")
+            with open(op_path, "wb") as f:
+                f.write(op_data)
+            interpreter = make_interpreter(op_path, num_threads, xnnpack)
+            _random_inputs(interpreter, rng)
+            calls[index] = interpreter.invoke
+            meta[index] = (name, macs)
+        stats = time_round_robin(calls, runs, warmup)
+    ops = [{"index": i, "op": name, "macs": macs, "median_ms": stats[i]["median_ms"]}
+           for i, (name, macs) in meta.items()]
+    total = sum(o["median_ms"] for o in ops)
+    by_type = {}
+    for o in ops:
+        t = by_type.setdefault(o["op"], {"count": 0, "ms": 0.0, "macs": 0})
+        t["count"] += 1
+        t["ms"] += o["median_ms"]
+        t["macs"] += o["macs"]
+    for t in by_type.values():
+        t["share"] = t["ms"] / total if total else None
+        t["gmacs_per_s"] = t["macs"] / t["ms"] / 1e6 if t["macs"] and t["ms"] else None
+    return {"file": os.path.basename(path), "threads": num_threads, "xnnpack": xnnpack,
+            "runs": runs, "whole_median_ms": stats["whole"]["median_ms"],
+            "ops_sum_ms": total,
+            "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["ms"])),
+            "slowest": sorted(ops, key=lambda o: -o["median_ms"])[:10]}
+
+
+def markdown(result):
+    """Table by op type: count, summed median ms, share of the ops' sum, GMAC, GMAC/s."""
+    lines = [f"`{result['file']}`, {result['threads']} threads, XNNPACK "
+             f"{'on' if result['xnnpack'] else 'off'}: whole model {result['whole_median_ms']:.1f} "
+             f"ms (median); one-op models sum to {result['ops_sum_ms']:.1f} ms.", "",
+             "| op | count | ms (sum of medians) | % of ops' time | GMAC | GMAC/s |",
+             "|---|---|---|---|---|---|"]
+    for name, t in result["by_type"].items():
+        gmacs = "–" if t["gmacs_per_s"] is None else f"{t['gmacs_per_s']:.1f}"
+        lines.append(f"| {name} | {t['count']} | {t['ms']:.2f} | {100 * t['share']:.1f} | "
+                     f"{t['macs'] / 1e9:.3f} | {gmacs} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,96 @@
+"""Graph rewrites of exported files (export.optimize) against the converter's own
+output, and the op-level profile (export.op_profile) on the tiny export."""
+import collections
+
+import numpy as np
+import pytest
+from ai_edge_litert import interpreter as litert
+
+from export import op_profile
+from export.convert import convert
+from export.gpu_ops import op_counts
+from export.graphs import fixed_tile_model, model_graphs
+from export.manifest import read_manifest
+from export.optimize import optimize
+from test_export import export_tiny, tiny_model
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "tiny_exports"
+
+
+def _interpreter(data):
+    interpreter = litert.Interpreter(model_content=data, num_threads=1)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _outputs(data, feeds):
+    interpreter = _interpreter(data)
+    for d in interpreter.get_input_details():
+        interpreter.set_tensor(d["index"], feeds[d["name"]])
+    interpreter.invoke()
+    return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+
+
+def _partitions(data):
+    ops = _interpreter(data)._get_ops_details()
+    return collections.Counter(o["op_name"] for o in ops)["DELEGATE"]
+
+
+def _feeds(data, rng):
+    return {d["name"]: (rng.random(d["shape"], np.float32) if d["dtype"] == np.float32
+                        else rng.integers(-128, 128, d["shape"]).astype(d["dtype"]))
+            for d in _interpreter(data).get_input_details()}
+
+
+def test_float_rewrites_keep_outputs_and_make_one_xnnpack_partition():
+    data = convert(model_graphs(fixed_tile_model(tiny_model(), 64))["exit_5"], "fp32")
+    rewritten, counts = optimize(data)
+    assert counts == {"fused_relus": 15, "split_concatenations": 1}
+    before, after = op_counts(data), op_counts(rewritten)
+    assert "RELU" not in after and after["CONCATENATION"] == before["CONCATENATION"] + 1
+    assert _partitions(data) > 1 and _partitions(rewritten) == 1
+    feeds = _feeds(data, np.random.default_rng(0))
+    for a, b in zip(_outputs(data, feeds), _outputs(rewritten, feeds)):
+        np.testing.assert_array_equal(a, b)
+    assert optimize(rewritten) == (rewritten, {"fused_relus": 0, "split_concatenations": 0})
+
+
+def test_int8_files_of_an_export_are_rewritten_and_pass_its_parity_checks(root):
+    """The export's checks (int8 parity with the Keras stages, ΔPSNR lost) run on the
+    rewritten files, so a manifest means they passed."""
+    manifest = read_manifest(export_tiny("int8_full_int8_io", root))
+    for k in range(1, 6):
+        entry = manifest["files"][f"stage_{k}"]
+        assert entry["rewrites"] == {"fused_relus": k, "split_concatenations": int(k == 5)}
+        assert "RELU" not in entry["ops"]
+    assert manifest["files"]["exit_5"]["rewrites"] == {"fused_relus": 15,
+                                                      "split_concatenations": 1}
+    assert manifest["files"]["score_jpeg"]["rewrites"] is None
+    assert min(manifest["verification"]["parity"][f"stage_{k}"] for k in range(1, 6)) > 25
+
+
+def test_op_profile_times_every_op_of_the_file(root):
+    path = f"{export_tiny('fp32', root)}/exit_2.tflite"
+    data = open(path, "rb").read()
+    result = op_profile.profile(path, num_threads=1, runs=2, warmup=0)
+    counts = op_counts(data)
+    assert {k: v["count"] for k, v in result["by_type"].items()} == counts
+    assert result["ops_sum_ms"] == pytest.approx(sum(v["ms"] for v in result["by_type"].values()))
+    assert sum(v["share"] for v in result["by_type"].values()) == pytest.approx(1.0)
+    assert result["whole_median_ms"] > 0 and len(result["slowest"]) == 10
+    conv = result["by_type"]["CONV_2D"]
+    assert conv["macs"] > 0 and conv["gmacs_per_s"] > 0
+    assert "| CONV_2D |" in op_profile.markdown(result)
+    # Each one-op model holds exactly one operator of the file, in the file's order.
+    singles = op_profile.single_op_models(data)
+    assert [name for _, name, _, _ in singles] == [
+        n for n in _op_sequence(data)]
+    assert all(op_counts(d) == {name: 1} for _, name, _, d in singles)
+
+
+def _op_sequence(data):
+    from export.gpu_ops import operators
+    return [name for name, _, _ in operators(data)[1]]
