@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 T91 = ROOT.parent / "shared" / "data" / "train" / "t91"
+SAMPLES = ROOT / "rbqe_tf" / "samples"  # ships with every clone
 TILE = 64
 STEPS = 6
 
@@ -67,10 +68,11 @@ def _run(args, cwd=ROOT, **kwargs):
 
 @pytest.fixture(scope="module")
 def qat_run(tmp_path_factory):
-    if not T91.is_dir():
-        pytest.skip(f"{T91}: shared training data absent")
+    """The QAT run on t91, or on the package's two photos where the shared data is absent
+    (a fresh clone in CI): everything but the loss check runs either way."""
     root = tmp_path_factory.mktemp("qat")
-    result = _run(["-c", QAT_SCRIPT, str(root / "tiny.keras"), str(root / "run"), str(T91),
+    data = T91 if T91.is_dir() else SAMPLES
+    result = _run(["-c", QAT_SCRIPT, str(root / "tiny.keras"), str(root / "run"), str(data),
                    str(STEPS)])
     assert result.returncode == 0, result.stderr[-3000:]
     return root, json.loads(result.stdout.strip().splitlines()[-1])
@@ -85,8 +87,10 @@ def test_twin_matches_keras3_model_and_weights_round_trip(qat_run):
 def test_qat_steps_lower_the_fake_quantized_loss(qat_run):
     root, report = qat_run
     assert report["status"] == 0 and report["calibrated"] > 100
-    assert np.mean(report["after"]) < np.mean(report["before"])
     assert (root / "run" / "checkpoints" / f"ckpt-{STEPS}.index").is_file()
+    if not T91.is_dir():  # two photos: six steps of a near-identity tiny net move nothing
+        pytest.skip(f"{T91}: shared training data absent; loss decrease not checked")
+    assert np.mean(report["after"]) < np.mean(report["before"])
     assert 1_000 < report["final_params"] < 10_000
 
 
