@@ -45,10 +45,10 @@ def test_cli_demo_prints_the_table_and_keeps_existing_outputs(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [ROW.match(line) for line in first.stdout.splitlines()]
     rows = [m.groups() for m in rows if m]
-    assert len(rows) == 10 and {r[0] for r in rows} == {"camera", "chelsea"}
+    assert len(rows) == 15 and {r[0] for r in rows} == {"camera", "chelsea", "coins"}
     for *_, psnr_in, psnr_out, gain in rows:
         assert abs(float(psnr_out) - float(psnr_in) - float(gain)) <= 0.011
-    assert len(list((tmp_path / "out").glob("*.png"))) == 20
+    assert len(list((tmp_path / "out").glob("*.png"))) == 30
     again = cli()
     assert again.returncode == 1
     assert again.stderr.strip().startswith("error: ") and "--overwrite" in again.stderr

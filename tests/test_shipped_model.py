@@ -28,12 +28,18 @@ def qf10_gain(enhancer, gt):
 
 def test_qf10_classic5_image_gains_at_least_1db(enhancer, shared_data):
     gain = qf10_gain(enhancer, read_image(shared_data / "val" / "classic5" / "lena.png"))
-    assert gain >= 1.0, f"{gain:+.3f} dB"  # measured +1.02
+    assert gain >= 1.0, f"{gain:+.3f} dB"  # measured +1.08
 
 
-@pytest.mark.parametrize("name,floor", [("camera", 0.65), ("chelsea", 0.7)])
+def test_qf10_packaged_image_gains_at_least_1db(enhancer):
+    """The issue's CI check without ../shared: coins.png ships in the package."""
+    gain = qf10_gain(enhancer, reference_images()["coins"])
+    assert gain >= 1.0, f"{gain:+.3f} dB"  # measured +1.13
+
+
+@pytest.mark.parametrize("name,floor", [("camera", 0.7), ("chelsea", 0.74)])
 def test_qf10_shipped_sample_gains(enhancer, name, floor):
-    gain = qf10_gain(enhancer, reference_images()[name])  # measured +0.70 / +0.75
+    gain = qf10_gain(enhancer, reference_images()[name])  # measured +0.74 / +0.77
     assert gain >= floor, f"{name}: {gain:+.3f} dB"
 
 
