@@ -1,7 +1,9 @@
 """Checks that fail an export, and the accuracy figures it reports.
 
 - Parity: every exit and stage file against Keras on a real compressed crop and on
-  uniform noise (max abs error ≤ ``FLOAT_TOLERANCE`` for fp32/fp16; for int8 the
+  uniform noise (fp32/fp16: max abs error ≤ ``FLOAT_TOLERANCE`` × max(1, max |Keras
+  value|), i.e. absolute for exits in [0, 1] and relative for larger feature maps,
+  whose float32 round-off grows with their magnitude and the tile size; int8: the
   exit's PSNR against Keras ≥ ``MIN_INT8_PSNR``).
 - Chain: the stage files run in order (as the runner runs them, int8 features passed
   on as int8) give the same exits as the monolithic exit files (same thresholds).
@@ -45,9 +47,9 @@ class Checker:
         """Max abs error (float modes) or PSNR (int8); records a failure past the limit."""
         if self.mode in FLOAT_TOLERANCE:
             value = float(np.abs(actual - expected).max())
-            if not value <= FLOAT_TOLERANCE[self.mode]:
-                self.failures.append(f"{what}: max abs error {value:.2e} > "
-                                     f"{FLOAT_TOLERANCE[self.mode]:.0e}")
+            limit = FLOAT_TOLERANCE[self.mode] * max(1.0, float(np.abs(expected).max()))
+            if not value <= limit:
+                self.failures.append(f"{what}: max abs error {value:.2e} > {limit:.2e}")
         else:
             value = psnr(actual, expected)
             if not value >= MIN_INT8_PSNR:

@@ -266,3 +266,16 @@ def test_from_qat_flag_spelling():
         "p", "--quantize=int8", "--from_qat", "runs/q"]
     assert bare_quantize(["p", "--from-qat=runs/q"]) == ["p", "--from_qat=runs/q"]
     assert bare_quantize(["p", "--from-qatx"]) == ["p", "--from-qatx"]
+
+
+def test_float_parity_tolerance_is_absolute_in_0_1_and_relative_above():
+    checker = verify.Checker("fp32")
+    exit_like = np.full((4, 4), 0.5, np.float32)
+    checker.compare("exit", exit_like + 5e-5, exit_like)
+    assert checker.failures == []
+    checker.compare("exit", exit_like + 2e-4, exit_like)
+    assert len(checker.failures) == 1 and "2.00e-04 > 1.00e-04" in checker.failures[0]
+    feature = np.full((4, 4), 20.0, np.float32)
+    checker.compare("x_1_0", feature + 1.5e-3, feature)  # 1e-4 × 20 = 2e-3 allowed
+    checker.compare("x_1_0", feature + 3e-3, feature)
+    assert len(checker.failures) == 2 and "x_1_0" in checker.failures[1]
