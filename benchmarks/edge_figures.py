@@ -10,7 +10,7 @@ mixed-quality set — every TFLite figure from one ``python -m export.benchmark`
 (TensorFlow's thread pools are fixed at start-up). Exports are made with
 ``python -m export.tflite`` into ``--exports`` and reused while the weights, tile and
 mode match; int8 is calibrated at ``--calib_tile`` (256) and re-shaped to the tile
-(``export.retile``: calibration at 512² would take ≈ 1.5 h here). The last exit of the
+(``export.retile``: calibration costs grow with the tile's area). The last exit of the
 target configuration (int8, most threads) gets an op-level profile: one-op models
 timed by the harness (``export.op_profile``), or ``benchmark_model
 --enable_op_profiling`` when ``--benchmark_model`` is given.
@@ -251,8 +251,8 @@ def markdown(res):
     lines += ["", "## Re-running", "",
               "Exports are cached in `--exports` (one per mode and tile, reused while the "
               "weights match). int8 calibration runs TensorFlow's calibrator single-threaded "
-              "(~9 min per 100 GMAC·samples here, docs/export.md; ≈ 1.5 h at 512² with one "
-              "image), so int8 files are calibrated at `--calib_tile` (256) and re-shaped to "
+              "(its time grows with the tile's area, docs/export.md), so int8 files are "
+              "calibrated at `--calib_tile` (256) and re-shaped to "
               "the tile (`export/retile.py`; the export's checks then run at the full tile). "
               "Options: `--modes fp32,int8`, `--threads 2`, "
               "`--tile 256`, `--runs`, `--nokeras`, `--images DIR`. This run took "

@@ -64,7 +64,7 @@ def profile(path, num_threads=2, runs=5, warmup=1, xnnpack=True):
     with open(path, "rb") as f:
         data = f.read()
     rng = np.random.default_rng(0)
-    calls, meta = {}, {}
+    calls, meta, failed = {}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
         whole = make_interpreter(path, num_threads, xnnpack)
         _random_inputs(whole, rng)
@@ -73,7 +73,11 @@ def profile(path, num_threads=2, runs=5, warmup=1, xnnpack=True):
             op_path = os.path.join(tmp, f"op_{index}.tflite")
             with open(op_path, "wb") as f:
                 f.write(op_data)
-            interpreter = make_interpreter(op_path, num_threads, xnnpack)
+            try:
+                interpreter = make_interpreter(op_path, num_threads, xnnpack)
+            except (RuntimeError, ValueError) as e:  # reported, not fatal
+                failed.append({"index": index, "op": name, "error": str(e).splitlines()[0]})
+                continue
             _random_inputs(interpreter, rng)
             calls[index] = interpreter.invoke
             meta[index] = (name, macs)
@@ -94,14 +98,17 @@ def profile(path, num_threads=2, runs=5, warmup=1, xnnpack=True):
             "runs": runs, "whole_median_ms": stats["whole"]["median_ms"],
             "ops_sum_ms": total,
             "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["ms"])),
-            "slowest": sorted(ops, key=lambda o: -o["median_ms"])[:10]}
+            "slowest": sorted(ops, key=lambda o: -o["median_ms"])[:10],
+            "not_timed": failed}
 
 
 def markdown(result):
     """Table by op type: count, summed median ms, share of the ops' sum, GMAC, GMAC/s."""
     lines = [f"`{result['file']}`, {result['threads']} threads, XNNPACK "
              f"{'on' if result['xnnpack'] else 'off'}: whole model {result['whole_median_ms']:.1f} "
-             f"ms (median); one-op models sum to {result['ops_sum_ms']:.1f} ms.", "",
+             f"ms (median); one-op models sum to {result['ops_sum_ms']:.1f} ms"
+             + (f" ({len(result['not_timed'])} ops could not run alone)" if result["not_timed"]
+                else "") + ".", "",
              "| op | count | ms (sum of medians) | % of ops' time | GMAC | GMAC/s |",
              "|---|---|---|---|---|---|"]
     for name, t in result["by_type"].items():

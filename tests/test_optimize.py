@@ -81,6 +81,7 @@ def test_op_profile_times_every_op_of_the_file(root):
     assert result["ops_sum_ms"] == pytest.approx(sum(v["ms"] for v in result["by_type"].values()))
     assert sum(v["share"] for v in result["by_type"].values()) == pytest.approx(1.0)
     assert result["whole_median_ms"] > 0 and len(result["slowest"]) == 10
+    assert result["not_timed"] == []
     conv = result["by_type"]["CONV_2D"]
     assert conv["macs"] > 0 and conv["gmacs_per_s"] > 0
     assert "| CONV_2D |" in op_profile.markdown(result)
