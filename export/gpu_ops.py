@@ -1,4 +1,5 @@
-"""Operator inventory of a .tflite file and a GPU-delegate allow-list check.
+"""Operator inventory of a .tflite file and a GPU-delegate allow-list check; the file
+is read (and, for export.optimize / export.retile, written) with LiteRT's schema module.
 
 ``tf.lite.experimental.Analyzer``'s GPU check reports every model as compatible
 (PITFALLS), so this reads the flatbuffer itself (LiteRT's schema module, no
@@ -18,6 +19,7 @@ Op versions are not checked; a delegate on the device remains the final judge.
 """
 import collections
 
+import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
@@ -37,6 +39,13 @@ GPU_OPS = frozenset(_BINARY | _UNARY | set(_CONSTANT_INPUTS))
 
 def _model(data):
     return schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(data), 0))
+
+
+def pack(model):
+    """.tflite bytes of a schema ``ModelT`` (after edits by export.optimize / retile)."""
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _op_name(code):

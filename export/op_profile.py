@@ -11,19 +11,12 @@ per-op times (``python -m export.benchmark --print_commands --profile``).
 import os
 import tempfile
 
-import flatbuffers
 import numpy as np
 
-from export.gpu_ops import operators
+from export.gpu_ops import operators, pack
 from export.latency import time_round_robin
 from export.litert_model import make_interpreter
 from export.op_macs import macs_of
-
-
-def _pack(model):
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 def single_op_models(data):
@@ -44,7 +37,7 @@ def single_op_models(data):
         sg.operators = [op]
         sg.inputs = [i for i in op.inputs if i >= 0 and not constant(i)]
         sg.outputs = list(op.outputs)
-        out.append((index, name, macs_of(name, op, sg), _pack(model)))
+        out.append((index, name, macs_of(name, op, sg), pack(model)))
     sg.operators = all_ops
     return out
 

@@ -15,10 +15,9 @@ delegate) take the whole graph as one partition instead of falling back per op:
 """
 import copy
 
-import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
-from export.gpu_ops import operators
+from export.gpu_ops import operators, pack
 
 FUSED_ACTIVATION_VERSION = 4  # TRANSPOSE_CONV's first version with a fused activation
 MAX_CONCAT_INPUTS = 5
@@ -85,6 +84,4 @@ def optimize(data):
         counts["split_concatenations"] += _split_concatenations(sg, names)
     if not any(counts.values()):
         return data, counts
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), counts
+    return pack(model), counts

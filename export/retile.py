@@ -12,11 +12,10 @@ then what LiteRT's own shape inference gives (pooled 1×1 maps stay 1×1). Anyth
 else that depends on the spatial size (RESHAPE targets, slice bounds) makes
 :func:`retile` refuse the model rather than guess.
 """
-import flatbuffers
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
-from export.gpu_ops import operators
+from export.gpu_ops import operators, pack
 
 # Ops whose constants do not depend on the tile (weights, paddings, axes).
 TILE_FREE_OPS = frozenset({
@@ -59,7 +58,7 @@ def retile(data, factor):
         sg.tensors[i].shape = _scaled(sg.tensors[i].shape, factor)
     # LiteRT's shape inference (no delegate) gives every other tensor's new shape.
     interpreter = litert.Interpreter(
-        model_content=_pack(model, len(data)),
+        model_content=pack(model),
         experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     for d in interpreter.get_tensor_details():
@@ -70,10 +69,4 @@ def retile(data, factor):
             tensor.shape = [int(v) for v in d["shape"]]
             if tensor.shapeSignature is not None:
                 tensor.shapeSignature = list(tensor.shape)
-    return _pack(model, len(data))
-
-
-def _pack(model, size):
-    builder = flatbuffers.Builder(size + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack(model)
