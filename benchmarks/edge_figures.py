@@ -314,9 +314,9 @@ def main(argv=None):
                                                          for e in range(1, len(keras) + 1)]}
     target_mode = "int8" if "int8" in modes else modes[-1]
     for m in modes:
+        last = f"exit_{read_manifest(folders[m])['num_exits']}"
         for t in threads:
             profiled = m == target_mode and t == max(threads) and not args.benchmark_model
-            last = f"exit_{read_manifest(folders[m])['num_exits']}"
             bench = tflite_run(args, folders[m], t, last if profiled else None)
             res["raw"][f"{m}_t{t}"] = bench
             res["configs"][f"{m} t{t}"] = _summary(bench)

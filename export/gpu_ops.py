@@ -48,6 +48,12 @@ def pack(model):
     return bytes(builder.Output())
 
 
+def is_constant(model, tensor):
+    """Whether ``tensor`` (a tensor of ``model``) has its data in the file."""
+    b = model.buffers[tensor.buffer] if tensor.buffer else None
+    return b is not None and ((b.data is not None and len(b.data) > 0) or b.offset > 1)
+
+
 def _op_name(code):
     return _OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"#{code.builtinCode}")
 
@@ -75,8 +81,7 @@ def gpu_problems(data):
         return model.buffers[sg.tensors[t].buffer] if sg.tensors[t].buffer else None
 
     def constant(sg, t):
-        b = buffer(sg, t)
-        return (id(sg), t) in folded or (b is not None and (b.data is not None or b.offset > 1))
+        return (id(sg), t) in folded or is_constant(model, sg.tensors[t])
 
     problems = []
     for n, (name, op, sg) in enumerate(ops):

@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from export.gpu_ops import operators, pack
+from export.gpu_ops import is_constant, operators, pack
 from export.latency import time_round_robin
 from export.litert_model import make_interpreter
 from export.op_macs import macs_of
@@ -28,14 +28,10 @@ def single_op_models(data):
     all_ops = sg.operators
     model.signatureDefs = None  # they name the whole model's inputs and outputs
 
-    def constant(i):
-        buffer = model.buffers[sg.tensors[i].buffer].data
-        return buffer is not None and len(buffer) > 0
-
     out = []
     for index, (name, op, _) in enumerate(ops):
         sg.operators = [op]
-        sg.inputs = [i for i in op.inputs if i >= 0 and not constant(i)]
+        sg.inputs = [i for i in op.inputs if i >= 0 and not is_constant(model, sg.tensors[i])]
         sg.outputs = list(op.outputs)
         out.append((index, name, macs_of(name, op, sg), pack(model)))
     sg.operators = all_ops

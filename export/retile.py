@@ -15,17 +15,12 @@ else that depends on the spatial size (RESHAPE targets, slice bounds) makes
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
-from export.gpu_ops import operators, pack
+from export.gpu_ops import is_constant, operators, pack
 
 # Ops whose constants do not depend on the tile (weights, paddings, axes).
 TILE_FREE_OPS = frozenset({
     "ADD", "MUL", "SUB", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "LOGISTIC",
     "MEAN", "PAD", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE", "TRANSPOSE_CONV"})
-
-
-def _constant(model, tensor):
-    data = model.buffers[tensor.buffer].data
-    return data is not None and len(data) > 0
 
 
 def _scaled(shape, factor):
@@ -65,7 +60,7 @@ def retile(data, factor):
         if d["index"] >= len(sg.tensors):  # kernels' scratch tensors, not in the file
             continue
         tensor = sg.tensors[d["index"]]
-        if not _constant(model, tensor):
+        if not is_constant(model, tensor):
             tensor.shape = [int(v) for v in d["shape"]]
             if tensor.shapeSignature is not None:
                 tensor.shapeSignature = list(tensor.shape)

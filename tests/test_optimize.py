@@ -8,7 +8,7 @@ from ai_edge_litert import interpreter as litert
 
 from export import op_profile
 from export.convert import convert
-from export.gpu_ops import op_counts
+from export.gpu_ops import op_counts, operators
 from export.graphs import fixed_tile_model, model_graphs
 from export.manifest import read_manifest
 from export.optimize import optimize
@@ -20,14 +20,15 @@ def root(tmp_path_factory):
     return tmp_path_factory.getbasetemp() / "tiny_exports"
 
 
-def _interpreter(data):
+def interpreter_of(data):
+    """An allocated interpreter (XNNPACK on, one thread) of the .tflite bytes ``data``."""
     interpreter = litert.Interpreter(model_content=data, num_threads=1)
     interpreter.allocate_tensors()
     return interpreter
 
 
 def _outputs(data, feeds):
-    interpreter = _interpreter(data)
+    interpreter = interpreter_of(data)
     for d in interpreter.get_input_details():
         interpreter.set_tensor(d["index"], feeds[d["name"]])
     interpreter.invoke()
@@ -35,14 +36,14 @@ def _outputs(data, feeds):
 
 
 def _partitions(data):
-    ops = _interpreter(data)._get_ops_details()
+    ops = interpreter_of(data)._get_ops_details()
     return collections.Counter(o["op_name"] for o in ops)["DELEGATE"]
 
 
 def _feeds(data, rng):
     return {d["name"]: (rng.random(d["shape"], np.float32) if d["dtype"] == np.float32
                         else rng.integers(-128, 128, d["shape"]).astype(d["dtype"]))
-            for d in _interpreter(data).get_input_details()}
+            for d in interpreter_of(data).get_input_details()}
 
 
 def test_float_rewrites_keep_outputs_and_make_one_xnnpack_partition():
@@ -87,11 +88,5 @@ def test_op_profile_times_every_op_of_the_file(root):
     assert "| CONV_2D |" in op_profile.markdown(result)
     # Each one-op model holds exactly one operator of the file, in the file's order.
     singles = op_profile.single_op_models(data)
-    assert [name for _, name, _, _ in singles] == [
-        n for n in _op_sequence(data)]
+    assert [name for _, name, _, _ in singles] == [name for name, _, _ in operators(data)[1]]
     assert all(op_counts(d) == {name: 1} for _, name, _, d in singles)
-
-
-def _op_sequence(data):
-    from export.gpu_ops import operators
-    return [name for name, _, _ in operators(data)[1]]

@@ -2,17 +2,17 @@
 at a smaller tile: checked against models converted natively at the large tile."""
 import numpy as np
 import pytest
-from ai_edge_litert import interpreter as litert
 
 from export.convert import convert
 from export.exporter import Exporter
 from export.graphs import fixed_tile_model, model_graphs, score_graph
+from export.gpu_ops import operators
 from export.litert_model import make_interpreter
 from export.manifest import read_manifest
-from export.gpu_ops import operators
 from export.op_profile import single_op_models
 from export.retile import retile
 from test_export import SAMPLES, tiny_model
+from test_optimize import interpreter_of
 
 
 def _shapes(data):
@@ -21,19 +21,13 @@ def _shapes(data):
     return sorted(tuple(int(v) for v in t.shape) for t in model.subgraphs[0].tensors)
 
 
-def make_interpreter_from_bytes(data):
-    interpreter = litert.Interpreter(model_content=data, num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
 def _run(path, feeds_by_name):
     interpreter = make_interpreter(str(path), 1)
     for d in interpreter.get_input_details():
         interpreter.set_tensor(d["index"], feeds_by_name[d["name"]])
     interpreter.invoke()
     return {d["name"]: interpreter.get_tensor(d["index"])
-            for d in interpreter.get_output_details()}, interpreter
+            for d in interpreter.get_output_details()}
 
 
 @pytest.mark.parametrize("name", ["exit_5", "stage_3"])
@@ -47,12 +41,12 @@ def test_retiled_float_model_equals_the_native_conversion(tmp_path, name):
     # cut out alone runs as it does in the file.
     assert _shapes(retiled_data) == _shapes(native_data)
     for _, _, _, op_data in single_op_models(retiled_data):
-        make_interpreter_from_bytes(op_data)
+        interpreter_of(op_data)
     native = make_interpreter(str(tmp_path / "native.tflite"), 1)
     rng = np.random.default_rng(0)
     feeds = {d["name"]: rng.random(d["shape"], np.float32) for d in native.get_input_details()}
-    got, retiled = _run(tmp_path / "retiled.tflite", feeds)
-    want, _ = _run(tmp_path / "native.tflite", feeds)
+    got = _run(tmp_path / "retiled.tflite", feeds)
+    want = _run(tmp_path / "native.tflite", feeds)
     assert sorted(got) == sorted(want)
     for key in want:
         assert got[key].shape == want[key].shape and got[key].shape[1] in (128, 64, 32, 16, 8, 4)
