@@ -1,0 +1,259 @@
+"""Backend-neutral RBQE trainer (Keras 3 ``model.fit``) for accelerator runs without TensorFlow.
+
+``python -m rbqe_tf.train`` needs TensorFlow; GPU machines often carry only JAX or
+PyTorch. This trainer runs the same model (``rbqe_tf.model``), the same loss (DESIGN §2:
+per sample Σ_k w_k(severity) · MSE_k, averaged over the batch — equal to
+``rbqe_tf.loss.weighted_loss``) and the same data conventions as ``rbqe_tf.train`` under
+any Keras backend (``KERAS_BACKEND=jax`` on a GPU), with NumPy + OpenCV data only:
+
+* JPEG: a random crop of a ground-truth Y plane (image drawn in proportion to its area),
+  compressed by OpenCV at a quality factor drawn uniformly from 10..50 (or, for a
+  ``--low_qf`` share of patches, from 10..20), so the 8×8 grid sits at the patch origin;
+* HEVC: pre-coded crops (``--hevc DIR``: ``index.json`` naming each crop's ground-truth
+  file and offset, ``NNNN_qpQ.png`` its x265 decodes as made by ``datasets.codecs``);
+  patches are cut at offsets that are multiples of 4 (the HEVC grid);
+* both: each patch picks its codec with equal probability; one of the 8 flips/rotations.
+
+``--relative_eps`` (beyond the paper) divides each patch's loss by its input MSE: plain
+MSE is dominated by the heaviest level (HEVC QP 42's MSE is ~30× QP 22's), which lets a
+blind model trade damage at light levels for small gains at heavy ones.
+
+The learning rate follows a linear warm-up and a cosine decay to 1 % over the run's
+length: ``--steps`` or ``--time_budget`` seconds, whichever ends first (a time budget makes
+a run fit a lease; the steps actually taken are in the log). Writes ``NAME.keras``
+(every ``--save_every`` seconds and at the end) and ``NAME.log.json``.
+
+    KERAS_BACKEND=jax python tools/fit_train.py --gt GT_DIR --codec jpeg \\
+        --init rbqe_tf/weights/rbqe_jpeg.keras --out OUT --name jpeg --time_budget 500
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras  # noqa: E402
+from keras import ops  # noqa: E402
+
+from rbqe_tf.color import rgb_to_y_uint8  # noqa: E402
+from rbqe_tf.levels import exit_weights, severity  # noqa: E402
+from rbqe_tf.model import WeightsError, build_model, load_model  # noqa: E402
+
+FINAL_LR_RATIO = 0.01
+
+
+def read_y(path):
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"{path}: unreadable image")
+    if image.ndim == 3:
+        image = rgb_to_y_uint8(image[..., 2::-1])
+    return np.ascontiguousarray(image)
+
+
+def load_gt(gt_dir):
+    files = sorted(glob.glob(os.path.join(gt_dir, "*.png")))
+    if not files:
+        raise ValueError(f"{gt_dir}: no PNG images")
+    return {os.path.basename(f): read_y(f) for f in files}
+
+
+def load_hevc(hevc_dir, gt):
+    """[(gt crop, {qp: decoded crop})] from an index.json folder of pre-coded crops."""
+    with open(os.path.join(hevc_dir, "index.json")) as f:
+        index = json.load(f)
+    size, crops = index["size"], []
+    for c in index["crops"]:
+        if c["gt"] not in gt:
+            raise ValueError(f"{hevc_dir}: crop {c['n']} is cut from {c['gt']}, not in --gt")
+        target = gt[c["gt"]][c["y0"]:c["y0"] + size, c["x0"]:c["x0"] + size]
+        decoded = {qp: read_y(os.path.join(hevc_dir, f"{c['n']:04d}_qp{qp}.png"))
+                   for qp in index["qps"]}
+        crops.append((np.ascontiguousarray(target), decoded))
+    return crops
+
+
+class PatchSampler:
+    """Batches ``(compressed, packed target)``: float32 [B, P, P, 1] and [B, P, P, 1 + exits]
+    (target, then the patch's exit weights broadcast over the patch)."""
+
+    def __init__(self, gt_planes, hevc_crops, codec, patch, batch, seed=0, low_qf=0.0,
+                 relative_eps=0.0):
+        self.patch, self.batch, self.seed, self.codec = patch, batch, seed, codec
+        self.low_qf, self.relative_eps = low_qf, relative_eps
+        self.planes = [p for p in gt_planes if min(p.shape) >= patch]
+        if not self.planes:
+            raise ValueError(f"no ground-truth image is at least {patch}x{patch}")
+        area = np.array([p.size for p in self.planes], np.float64)
+        self.p_image = area / area.sum()
+        self.hevc = hevc_crops
+        if codec in ("hevc", "both") and not hevc_crops:
+            raise ValueError("--codec hevc/both needs --hevc crops")
+
+    def _jpeg(self, rng):
+        im = self.planes[rng.choice(len(self.planes), p=self.p_image)]
+        y0 = rng.integers(0, im.shape[0] - self.patch + 1)
+        x0 = rng.integers(0, im.shape[1] - self.patch + 1)
+        gt = np.ascontiguousarray(im[y0:y0 + self.patch, x0:x0 + self.patch])
+        low = self.low_qf and rng.random() < self.low_qf  # no draw when off
+        qf = int(rng.integers(10, 21 if low else 51))
+        ok, data = cv2.imencode(".jpg", gt, [cv2.IMWRITE_JPEG_QUALITY, qf])
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED), gt, severity("jpeg", qf)
+
+    def _hevc(self, rng):
+        gt, decoded = self.hevc[rng.integers(len(self.hevc))]
+        qp = list(decoded)[rng.integers(len(decoded))]
+        y0, x0 = (4 * rng.integers(0, (s - self.patch) // 4 + 1) for s in gt.shape)
+        box = np.s_[y0:y0 + self.patch, x0:x0 + self.patch]
+        return decoded[qp][box], gt[box], severity("hevc", qp)
+
+    def __call__(self, index):
+        rng = np.random.default_rng([self.seed, index])
+        x = np.empty((self.batch, self.patch, self.patch, 1), np.float32)
+        y = np.empty((self.batch, self.patch, self.patch, 6), np.float32)
+        for b in range(self.batch):
+            use_hevc = self.codec == "hevc" or (self.codec == "both" and rng.random() < 0.5)
+            comp, gt, sev = self._hevc(rng) if use_hevc else self._jpeg(rng)
+            t = int(rng.integers(8))
+            comp, gt = np.rot90(comp, t % 4), np.rot90(gt, t % 4)
+            if t >= 4:
+                comp, gt = comp[:, ::-1], gt[:, ::-1]
+            x[b, ..., 0] = comp / 255.0
+            y[b, ..., 0] = gt / 255.0
+            y[b, ..., 1:] = exit_weights(sev)
+            if self.relative_eps:
+                y[b, ..., 1:] /= np.mean(np.square(x[b] - y[b, ..., :1])) + self.relative_eps
+        return x, y
+
+
+def batches(sampler, workers=4, start=0):
+    """Endless batches from ``sampler`` made by a thread pool, in index order."""
+    with ThreadPoolExecutor(workers) as pool:
+        index, pending = start, []
+        while True:
+            while len(pending) < 2 * workers:
+                pending.append(pool.submit(sampler, index))
+                index += 1
+            yield pending.pop(0).result()
+
+
+def exit_loss(packed, stacked):
+    """Per-sample Σ_k w_k · MSE_k; ``packed`` [B, P, P, 1 + K], ``stacked`` exits [B, P, P, K]."""
+    target, weights = packed[..., :1], packed[:, 0, 0, 1:]
+    mse = ops.mean(ops.square(stacked - target), axis=(1, 2))
+    return ops.sum(weights * mse, axis=-1)
+
+
+def training_model(model):
+    """The exits of ``model`` stacked along channels (shares its layers)."""
+    return keras.Model(model.input, ops.concatenate(model.outputs, axis=-1))
+
+
+class Schedule(keras.callbacks.Callback):
+    """Warm-up then cosine decay over the run's progress (steps or time, the further one);
+    stops training at the end; saves the model periodically; logs per-epoch loss."""
+
+    def __init__(self, lr, steps, time_budget, warmup, steps_per_epoch, save, save_every):
+        super().__init__()
+        self.lr, self.steps, self.budget, self.warmup = lr, steps, time_budget, warmup
+        self.spe, self.save, self.save_every = steps_per_epoch, save, save_every
+        self.history, self.start = [], None
+
+    def progress(self, step):
+        done = step / self.steps if self.steps else 0.0
+        if self.budget:
+            done = max(done, (time.time() - self.start) / self.budget)
+        return done
+
+    def lr_at(self, step):
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        p = min(1.0, self.progress(step))
+        return self.lr * (FINAL_LR_RATIO + (1 - FINAL_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * p)))
+
+    def on_train_begin(self, logs=None):
+        self.start = self.last_save = time.time()
+        self.model.optimizer.learning_rate = self.lr_at(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = (epoch + 1) * self.spe
+        self.history.append({"step": step, "seconds": round(time.time() - self.start, 1),
+                             "loss": float(logs["loss"]), "lr": self.lr_at(step)})
+        print(json.dumps(self.history[-1]), flush=True)
+        if self.progress(step) >= 1.0:
+            self.model.stop_training = True
+        self.model.optimizer.learning_rate = self.lr_at(step)
+        if time.time() - self.last_save > self.save_every:
+            self.save()
+            self.last_save = time.time()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--gt", required=True, help="folder of ground-truth PNGs (Y or colour)")
+    p.add_argument("--hevc", help="folder of pre-coded HEVC crops (index.json)")
+    p.add_argument("--codec", choices=("jpeg", "hevc", "both"), default="jpeg")
+    p.add_argument("--init", help="start from this .keras model (else a fresh --variant)")
+    p.add_argument("--variant", default="rbqe")
+    p.add_argument("--out", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--steps", type=int, default=0, help="run length in steps (0: time only)")
+    p.add_argument("--time_budget", type=float, default=0, help="run length in seconds")
+    p.add_argument("--steps_per_epoch", type=int, default=100)
+    p.add_argument("--save_every", type=float, default=120)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--low_qf", type=float, default=0.0,
+                   help="share of JPEG patches with a quality factor from 10..20 (else 10..50)")
+    p.add_argument("--relative_eps", type=float, default=0.0,
+                   help="if > 0, divide each patch's loss by its input MSE + this: every "
+                        "level counts by its relative error (≈ ΔPSNR), not its absolute MSE")
+    a = p.parse_args(argv)
+    if not (a.steps or a.time_budget):
+        p.error("give --steps or --time_budget")
+    started = time.time()
+    try:
+        gt = load_gt(a.gt)
+        hevc = load_hevc(a.hevc, gt) if a.hevc else []
+        sampler = PatchSampler(list(gt.values()), hevc, a.codec, a.patch, a.batch, a.seed,
+                               a.low_qf, a.relative_eps)
+        model = load_model(a.init) if a.init else build_model(a.variant)
+    except (OSError, ValueError, WeightsError) as e:
+        sys.exit(f"error: {e}")
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, f"{a.name}.keras")
+    def save():
+        model.save(path)
+
+    trainer = training_model(model)
+    trainer.compile(optimizer=keras.optimizers.Adam(a.lr), loss=exit_loss)
+    schedule = Schedule(a.lr, a.steps, a.time_budget, a.warmup, a.steps_per_epoch,
+                        save, a.save_every)
+    epochs = math.ceil(a.steps / a.steps_per_epoch) if a.steps else 10 ** 6
+    trainer.fit(batches(sampler, a.workers), steps_per_epoch=a.steps_per_epoch, epochs=epochs,
+                callbacks=[schedule], verbose=0, shuffle=False)
+    save()
+    steps = schedule.history[-1]["step"] if schedule.history else 0
+    log = {"args": vars(a), "backend": keras.backend.backend(), "steps": steps,
+           "train_seconds": schedule.history[-1]["seconds"] if schedule.history else 0,
+           "total_seconds": round(time.time() - started, 1),
+           "patches": steps * a.batch, "hevc_crops": len(hevc), "gt_images": len(gt),
+           "history": schedule.history}
+    with open(os.path.join(a.out, f"{a.name}.log.json"), "w") as f:
+        json.dump(log, f, indent=1)
+    print(f"{a.name}: {steps} steps in {log['train_seconds']} s -> {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Packs training data for ``tools/fit_train.py`` on a machine without ffmpeg (a GPU lease).
+
+    python tools/pack_train_data.py --src ../shared/data/train --out .devdata \\
+        [--hevc_crops 330] [--crop 144] [--seed 6] [--workers 2]
+
+Writes ``OUT/gt/<stem with / → _>.png`` (the uint8 Y ground truth of every lossless
+image under --src, ``datasets.sources``; ~0.65 bytes per pixel) and, with
+``--hevc_crops N``, ``OUT/hevc/``: N crops of ``--crop``² pixels at offsets that are
+multiples of 4, images drawn in proportion to their area, each x265-coded at QP 22..42
+by ``datasets.codecs`` (``NNNN_qpQ.png``) and listed in ``index.json`` (ground-truth
+file and offset). Coding crops instead of whole images keeps the pack small enough
+to travel (330 crops: 18 MB).
+"""
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets.codecs import compress_hevc  # noqa: E402
+from datasets.sources import list_sources, stem_of, to_y  # noqa: E402
+from rbqe_tf.image_io import read_image  # noqa: E402
+from rbqe_tf.levels import DEFAULT_LEVELS  # noqa: E402
+
+PNG = [cv2.IMWRITE_PNG_COMPRESSION, 9]
+
+
+def pack_gt(src, out):
+    """Writes the Y planes → {file name: plane}, in sorted name order."""
+    os.makedirs(os.path.join(out, "gt"), exist_ok=True)
+    planes = {}
+    for path in list_sources(src):
+        name = stem_of(path, src).replace("/", "_") + ".png"
+        planes[name] = to_y(read_image(path))
+        cv2.imwrite(os.path.join(out, "gt", name), planes[name], PNG)
+    return dict(sorted(planes.items()))
+
+
+def pick_crops(planes, count, size, seed):
+    """[(n, file name, y0, x0)]: ``count`` 4-aligned crops, images weighted by area."""
+    names = [n for n, p in planes.items() if min(p.shape) >= size]
+    area = np.array([planes[n].size for n in names], np.float64)
+    rng = np.random.default_rng(seed)
+    crops = []
+    for n, i in enumerate(rng.choice(len(names), count, p=area / area.sum())):
+        h, w = planes[names[i]].shape
+        y0 = 4 * rng.integers(0, (h - size) // 4 + 1)
+        x0 = 4 * rng.integers(0, (w - size) // 4 + 1)
+        crops.append((n, names[i], int(y0), int(x0)))
+    return crops
+
+
+def pack_hevc(planes, out, count, size, seed, workers):
+    hevc_dir = os.path.join(out, "hevc")
+    os.makedirs(hevc_dir, exist_ok=True)
+    qps = list(DEFAULT_LEVELS["hevc"])
+
+    def code(crop):
+        n, name, y0, x0 = crop
+        target = np.ascontiguousarray(planes[name][y0:y0 + size, x0:x0 + size])
+        for qp in qps:
+            decoded, _ = compress_hevc(target, qp)
+            cv2.imwrite(os.path.join(hevc_dir, f"{n:04d}_qp{qp}.png"), decoded, PNG)
+        return {"n": n, "gt": name, "y0": y0, "x0": x0}
+
+    with ThreadPoolExecutor(workers) as pool:
+        index = list(pool.map(code, pick_crops(planes, count, size, seed)))
+    with open(os.path.join(hevc_dir, "index.json"), "w") as f:
+        json.dump({"size": size, "qps": qps, "crops": index}, f)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--src", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--hevc_crops", type=int, default=0)
+    p.add_argument("--crop", type=int, default=144)
+    p.add_argument("--seed", type=int, default=6)
+    p.add_argument("--workers", type=int, default=2)
+    a = p.parse_args(argv)
+    planes = pack_gt(a.src, a.out)
+    print(f"{len(planes)} ground-truth planes → {a.out}/gt")
+    if a.hevc_crops:
+        pack_hevc(planes, a.out, a.hevc_crops, a.crop, a.seed, a.workers)
+        print(f"{a.hevc_crops} HEVC crops → {a.out}/hevc")
+
+
+if __name__ == "__main__":
+    main()
