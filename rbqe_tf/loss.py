@@ -4,7 +4,8 @@ The weights come from a table with one row per severity 0, 1, …, R-1 (default:
 paper's table, :data:`rbqe_tf.levels.EXIT_WEIGHTS`; others via
 :func:`rbqe_tf.train_config.parse_weight_table`) and are linearly interpolated between
 rows, exactly like :func:`rbqe_tf.levels.exit_weights`. A severity outside
-0..R-1 is rejected (``tf.errors.InvalidArgumentError``).
+0..R-1 is rejected (``tf.errors.InvalidArgumentError``). ``relative_to_input`` optionally
+divides a sample's loss by its input MSE (``--relative_eps``).
 """
 import tensorflow as tf
 
@@ -30,6 +31,15 @@ def exit_mse(exits, target):
     target = tf.cast(target, tf.float32)
     return tf.stack([tf.reduce_mean(tf.square(tf.cast(e, tf.float32) - target), axis=[1, 2, 3])
                      for e in exits], axis=1)
+
+
+def relative_to_input(per_sample, compressed, target, eps):
+    """``per_sample`` loss [B] divided by each sample's input MSE + ``eps``: every level then
+    counts by its relative error (≈ ΔPSNR) instead of its absolute MSE, which the heaviest
+    level dominates (HEVC QP 42's MSE is ~30× QP 22's). Beyond the paper."""
+    error = tf.cast(compressed, tf.float32) - tf.cast(target, tf.float32)
+    mse_in = tf.reduce_mean(tf.square(error), axis=[1, 2, 3])
+    return per_sample / (mse_in + eps)
 
 
 def weighted_loss(exits, target, severity, table=EXIT_WEIGHTS):

@@ -41,6 +41,7 @@ class TrainConfig:
     warmup: int = 100
     clip_norm: float = 0.0
     exit_weights: str = "paper"
+    relative_eps: float = 0.0
     seed: int = 0
     ckpt_every: int = 200
     val_every: int = 2000
@@ -128,7 +129,8 @@ def check(cfg):
         _require(getattr(cfg, name) > 0, f"--{name} must be positive, got {getattr(cfg, name)}")
     _require(cfg.val_every >= 0, "--val_every must be >= 0 (0: no periodic validation)")
     _require(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}")
-    _require(cfg.warmup >= 0 and cfg.clip_norm >= 0, "--warmup and --clip_norm must be >= 0")
+    _require(cfg.warmup >= 0 and cfg.clip_norm >= 0 and cfg.relative_eps >= 0,
+             "--warmup, --clip_norm and --relative_eps must be >= 0")
     parse_weight_table(cfg.exit_weights)
     _require(cfg.data, "--data is required (raw image folders or a built set)")
     _require(cfg.run_dir, "--run_dir is required")

@@ -10,7 +10,7 @@ on one device.
 import keras
 import tensorflow as tf
 
-from rbqe_tf.loss import weighted_loss
+from rbqe_tf.loss import relative_to_input, weighted_loss
 from rbqe_tf.train_config import STRATEGIES, wants_multi_worker
 COSINE_FINAL_RATIO = 0.01  # cosine decay ends at lr * this
 
@@ -81,9 +81,11 @@ class TrainStep:
     ``(loss, per-exit MSE [num_exits], gradient norm)`` of the global batch.
     """
 
-    def __init__(self, model, strategy, global_batch, weight_table, lr=1e-3, clip_norm=None):
+    def __init__(self, model, strategy, global_batch, weight_table, lr=1e-3, clip_norm=None,
+                 relative_eps=0.0):
         self.model, self.strategy = model, strategy
         self.global_batch, self.weight_table, self.clip_norm = global_batch, weight_table, clip_norm
+        self.relative_eps = relative_eps
         self.optimizer = FusedAdam(lr)
         self.optimizer.build(model.trainable_variables)  # before the first distributed step
         self.step_count = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -102,6 +104,8 @@ class TrainStep:
         with tf.GradientTape() as tape:
             exits = self.model(compressed, training=True)
             per_sample, mse = weighted_loss(exits, target, severity, self.weight_table)
+            if self.relative_eps:
+                per_sample = relative_to_input(per_sample, compressed, target, self.relative_eps)
             loss = tf.reduce_sum(per_sample) / self.global_batch
         grads = tape.gradient(loss, variables)
         grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)

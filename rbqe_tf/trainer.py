@@ -54,7 +54,7 @@ def build(cfg, strategy):
             model.set_weights(init.get_weights())
         lr = learning_rate(cfg.lr, cfg.lr_schedule, cfg.steps, cfg.warmup)
         step = TrainStep(model, strategy, cfg.batch, parse_weight_table(cfg.exit_weights),
-                         lr=lr, clip_norm=cfg.clip_norm or None)
+                         lr=lr, clip_norm=cfg.clip_norm or None, relative_eps=cfg.relative_eps)
     return model, step
 
 

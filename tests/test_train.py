@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from rbqe_tf import data
 from rbqe_tf.levels import EXIT_WEIGHTS, exit_weights as np_exit_weights, severity
-from rbqe_tf.loss import exit_weights, weighted_loss
+from rbqe_tf.loss import exit_weights, relative_to_input, weighted_loss
 from rbqe_tf.model import build_model, load_model
 from rbqe_tf.train_config import ConfigError, parse_weight_table
 from rbqe_tf.train_step import TrainStep
@@ -66,6 +66,32 @@ def test_weighted_loss_equals_hand_computation():
         hand_mse = [np.mean((e[b] - target[b]) ** 2) for e in exits]
         np.testing.assert_allclose(mse[b], hand_mse, rtol=1e-6)
         np.testing.assert_allclose(per_sample[b], np.dot(EXIT_WEIGHTS[row], hand_mse), rtol=1e-6)
+
+
+def test_relative_loss_divides_by_the_input_mse():
+    rng = np.random.default_rng(3)
+    target = rng.random((3, 4, 4, 1), np.float32)
+    compressed = target + rng.normal(0, [[[[0.01]]], [[[0.1]]], [[[0.0]]]], target.shape)
+    per_sample = np.array([1.0, 2.0, 3.0], np.float32)
+    got = relative_to_input(per_sample, compressed, target, 1e-5).numpy()
+    mse_in = np.mean((compressed - target) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(got, per_sample / (mse_in + 1e-5), rtol=1e-5)
+    assert got[2] == pytest.approx(3.0 / 1e-5)  # a lossless sample: eps bounds the weight
+
+
+def test_step_with_relative_eps_reports_the_relative_loss():
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny")
+    step = TrainStep(model, tf.distribute.get_strategy(), 4, EXIT_WEIGHTS, lr=1e-3,
+                     relative_eps=1e-4)
+    rng = np.random.default_rng(4)
+    target = rng.random((4, P, P, 1), np.float32)
+    compressed = (target + rng.normal(0, 0.05, target.shape)).astype(np.float32)
+    sev = np.array([0.0, 1.0, 2.0, 4.0], np.float32)
+    per_sample, _ = weighted_loss(model(compressed), target, sev)
+    expected = np.mean(relative_to_input(per_sample, compressed, target, 1e-4))
+    loss, _, _ = step.step(_batches((compressed, target, sev)))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-4)
 
 
 def test_weights_interpolate_between_table_rows():
@@ -275,6 +301,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(images, tmp_path
     (["--patch=48"], "multiple of 32"),
     (["--codec=hevc"], "built set"),
     (["--exit_weights=1,2"], "exit_weights"),
+    (["--relative_eps=-1e-5"], "--relative_eps must be >= 0"),
     (["--steps=abc"], "steps"),
     (["--no_such_flag=1"], "no_such_flag"),
 ])
