@@ -16,7 +16,8 @@ any Keras backend (``KERAS_BACKEND=jax`` on a GPU), with NumPy + OpenCV data onl
 
 ``--relative_eps`` (beyond the paper) divides each patch's loss by its input MSE: plain
 MSE is dominated by the heaviest level (HEVC QP 42's MSE is ~30× QP 22's), which lets a
-blind model trade damage at light levels for small gains at heavy ones.
+blind model trade damage at light levels for small gains at heavy ones (the same as
+``rbqe_tf.loss.relative_to_input``, ``rbqe_tf.train --relative_eps``).
 
 The learning rate follows a linear warm-up and a cosine decay to 1 % over the run's
 length: ``--steps`` or ``--time_budget`` seconds, whichever ends first (a time budget makes
