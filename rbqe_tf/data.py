@@ -5,7 +5,8 @@ float32 [P, P, 1] and a float32 scalar on the :func:`rbqe_tf.levels.severity` ax
 (batched: [B, P, P, 1], [B, P, P, 1], [B]). Sources:
 
 * :func:`from_built` — pairs written by ``python -m datasets.build`` (JPEG, HEVC or both);
-* :func:`on_the_fly_jpeg` — ground truth compressed per patch at a random quality factor.
+* :func:`on_the_fly_jpeg` — ground truth compressed per patch at a random quality factor
+  (uniform, or with a ``low_qf`` share drawn from QF 10..20).
 
 Design:
 
@@ -52,6 +53,7 @@ from rbqe_tf.levels import BLOCK_SIZE, DEFAULT_LEVELS, check_codec, severity
 log = logging.getLogger(__name__)
 
 SIZE_MULTIPLE = 32  # the network downsamples 5 times by 2
+LOW_QF_MAX = 20  # on-the-fly JPEG's ``low_qf`` patches draw QF from lo..20
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 ValImage = collections.namedtuple("ValImage", "compressed gt codec level name")
@@ -112,6 +114,7 @@ class JpegOnTheFly:
     names: tuple
     qf_range: tuple
     skipped: tuple  # "file: reason" of unreadable images
+    low_qf: float = 0.0  # share of patches whose QF comes from lo..LOW_QF_MAX
 
     def _geometry(self):
         return np.column_stack([self.gt.shapes, np.ones(len(self.gt), np.int64)]), self.names
@@ -123,7 +126,12 @@ class JpegOnTheFly:
 
         def patch(r, y0, x0, width, key):
             gt = _crop(buf, offsets[r], width, y0, x0, size)
-            qf = lo + _randint(key, hi - lo + 1)
+            if self.low_qf:  # else the stream is the same as before the option existed
+                pick, key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+                low = tf.random.stateless_uniform([], pick) < self.low_qf
+                qf = lo + _randint(key, tf.where(low, min(hi, LOW_QF_MAX), hi) - lo + 1)
+            else:
+                qf = lo + _randint(key, hi - lo + 1)
             jpeg = tf.raw_ops.EncodeJpegVariableQuality(images=gt, quality=tf.cast(qf, tf.int32))
             comp = tf.io.decode_jpeg(jpeg, channels=1, dct_method="INTEGER_ACCURATE")
             return tf.ensure_shape(comp, [size, size, 1]), gt, sev_table[qf - lo]
@@ -166,20 +174,25 @@ def from_built(out_dir, codecs=("jpeg",), levels=None, grid_aligned=True):
         skipped=tuple(skipped.values()))
 
 
-def on_the_fly_jpeg(src_dirs, qf_range=(10, 50)):
+def on_the_fly_jpeg(src_dirs, qf_range=(10, 50), low_qf=0.0):
     """Loads the images under ``src_dirs`` (recursively) as Y planes for on-the-fly JPEG.
 
     Colour → BT.601 Y, gray as is; unreadable files are skipped with a warning. Each
-    patch gets a quality factor drawn uniformly from the integers in ``qf_range``.
+    patch gets a quality factor drawn uniformly from the integers in ``qf_range``, or,
+    for a ``low_qf`` share of patches, from ``qf_range[0]``..20 (the shipped model's
+    QF 10–20 emphasis).
     """
     lo, hi = qf_range
     if not all(isinstance(q, (int, np.integer)) for q in (lo, hi)) or lo > hi:
         raise ValueError(f"qf_range must be two integers lo <= hi, got {qf_range!r}")
     for qf in (lo, hi):
         severity("jpeg", qf)  # range check
+    if not 0.0 <= low_qf <= 1.0 or (low_qf and lo > LOW_QF_MAX):
+        raise ValueError(f"low_qf must be in [0, 1] (and qf_range start at <= {LOW_QF_MAX}), "
+                         f"got {low_qf!r} with {qf_range!r}")
     names, planes, skipped = _load_y_images(src_dirs)
     return JpegOnTheFly(gt=_Planes(planes), names=tuple(names), qf_range=(lo, hi),
-                        skipped=tuple(skipped))
+                        skipped=tuple(skipped), low_qf=float(low_qf))
 
 
 def make_train_dataset(source, patch_size=128, batch_size=16, seed=0, start_index=0,

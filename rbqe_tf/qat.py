@@ -35,12 +35,14 @@ flags.DEFINE_string("lr_schedule", D.lr_schedule, f"{'|'.join(SCHEDULES)}: cosin
 flags.DEFINE_string("exit_weights", D.exit_weights, "Per-level exit loss weights (as "
                     "rbqe_tf.train).")
 flags.DEFINE_integer("seed", D.seed, "Seed of the data stream.")
+flags.DEFINE_float("low_qf", D.low_qf, "Share of on-the-fly JPEG patches with QF 10..20 (else "
+                   "10..50); match the float model's training mix.")
 flags.DEFINE_integer("ckpt_every", D.ckpt_every, "Checkpoint every N steps.")
 flags.DEFINE_integer("log_every", D.log_every, "Progress-line update interval.")
 flags.DEFINE_boolean("resume", False, "Continue from the run directory's latest checkpoint.")
 
 FIELDS = ("init", "data", "run_dir", "codec", "steps", "batch", "patch", "lr", "lr_schedule",
-          "exit_weights", "seed", "ckpt_every", "log_every", "resume")
+          "exit_weights", "seed", "ckpt_every", "log_every", "resume", "low_qf")
 
 
 def main(argv):

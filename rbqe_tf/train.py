@@ -38,6 +38,8 @@ flags.DEFINE_string("lr_schedule", D.lr_schedule, f"{'|'.join(SCHEDULES)}: cosin
                     "warm-up, then cosine decay to lr/100 at --steps.")
 flags.DEFINE_integer("warmup", D.warmup, "Warm-up steps of the cosine schedule.")
 flags.DEFINE_float("clip_norm", D.clip_norm, "Clip the gradient's global norm to this (0: off).")
+flags.DEFINE_float("low_qf", D.low_qf, "Share of on-the-fly JPEG patches whose QF is drawn "
+                   "from 10..20 instead of 10..50 (the shipped model's last launch used 0.5).")
 flags.DEFINE_float("relative_eps", D.relative_eps, "If > 0, divide each patch's loss by its "
                    "input MSE + this, so every level counts by its relative error (≈ ΔPSNR), "
                    "not its absolute MSE (beyond the paper; helps HEVC QP 22).")

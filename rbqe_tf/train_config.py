@@ -42,6 +42,7 @@ class TrainConfig:
     clip_norm: float = 0.0
     exit_weights: str = "paper"
     relative_eps: float = 0.0
+    low_qf: float = 0.0
     seed: int = 0
     ckpt_every: int = 200
     val_every: int = 2000
@@ -132,6 +133,7 @@ def check(cfg):
     _require(cfg.warmup >= 0 and cfg.clip_norm >= 0 and cfg.relative_eps >= 0,
              "--warmup, --clip_norm and --relative_eps must be >= 0")
     parse_weight_table(cfg.exit_weights)
+    _require(0 <= cfg.low_qf <= 1, f"--low_qf must be in [0, 1], got {cfg.low_qf}")
     _require(cfg.data, "--data is required (raw image folders or a built set)")
     _require(cfg.run_dir, "--run_dir is required")
     for d in list(cfg.data) + list(cfg.val):
@@ -139,6 +141,8 @@ def check(cfg):
     built = [(Path(d) / MANIFEST).is_file() for d in cfg.data]
     _require(all(built) or not any(built),
              "--data mixes built sets (with manifest.jsonl) and raw image folders")
+    _require(not (cfg.low_qf and any(built)),
+             "--low_qf applies to on-the-fly JPEG (raw image folders), not built sets")
     _require(cfg.codec == "jpeg" or all(built),
              f"--codec {cfg.codec} needs built sets for --data (python -m datasets.build "
              f"--codec hevc); only JPEG is compressed on the fly")

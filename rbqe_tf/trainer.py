@@ -31,7 +31,7 @@ def load_sources(cfg):
     if cfg.built_data():
         source = data.from_built(cfg.data, codecs=cfg.codecs)
     else:
-        source = data.on_the_fly_jpeg(cfg.data)
+        source = data.on_the_fly_jpeg(cfg.data, low_qf=cfg.low_qf)
     crop = cfg.val_crop or None
     val = [im for codec in cfg.codecs for im in
            (data.validation_images(cfg.val, codec, crop=crop) if cfg.val else [])]

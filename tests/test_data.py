@@ -188,6 +188,29 @@ def test_on_the_fly_jpeg_matches_opencv(src_dir, caplog):
     assert len(qfs) > 10 and min(qfs) >= 10 and max(qfs) <= 50
 
 
+def test_low_qf_share_draws_qf_10_to_20(src_dir):
+    d, ys = src_dir
+
+    def qfs(low_qf):
+        src = data.on_the_fly_jpeg([d], low_qf=low_qf)
+        ds = data.make_train_dataset(src, patch_size=P, batch_size=16, seed=3, augment=False)
+        found = []
+        for comp, gt, sev in _batches(ds, 4):
+            for c, g, s in zip(_u8(comp), _u8(gt), sev):
+                qf = round(50 - 10 * float(s))
+                ok, enc = cv2.imencode(".jpg", g.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, qf])
+                np.testing.assert_array_equal(c, cv2.imdecode(enc, cv2.IMREAD_UNCHANGED))
+                found.append(qf)
+        return np.array(found)
+
+    assert qfs(1.0).max() <= 20 and len(set(qfs(1.0))) > 5
+    half, plain = qfs(0.5), qfs(0.0)
+    assert half.max() > 20 and 0.45 < np.mean(half <= 20) < 0.85  # expected 0.63
+    assert np.mean(plain <= 20) < 0.45  # expected 11/41 = 0.27
+    with pytest.raises(ValueError, match="low_qf"):
+        data.on_the_fly_jpeg([d], low_qf=1.5)
+
+
 def _damage(path, how):
     if how == "truncate":
         path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])

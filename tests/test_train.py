@@ -302,6 +302,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(images, tmp_path
     (["--codec=hevc"], "built set"),
     (["--exit_weights=1,2"], "exit_weights"),
     (["--relative_eps=-1e-5"], "--relative_eps must be >= 0"),
+    (["--low_qf=1.5"], "--low_qf must be in [0, 1]"),
     (["--steps=abc"], "steps"),
     (["--no_such_flag=1"], "no_such_flag"),
 ])
