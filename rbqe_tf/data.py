@@ -41,19 +41,18 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 import tensorflow as tf
 
+from datasets.codecs import compress_jpeg
 from datasets.manifest import manifest_path, read_manifest
 from rbqe_tf.color import rgb_to_y_uint8
 from rbqe_tf.image_io import ImageError, read_image
-from rbqe_tf.levels import BLOCK_SIZE, DEFAULT_LEVELS, check_codec, severity
+from rbqe_tf.levels import BLOCK_SIZE, DEFAULT_LEVELS, LOW_QF_MAX, check_codec, severity
 
 log = logging.getLogger(__name__)
 
 SIZE_MULTIPLE = 32  # the network downsamples 5 times by 2
-LOW_QF_MAX = 20  # on-the-fly JPEG's ``low_qf`` patches draw QF from lo..20
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 ValImage = collections.namedtuple("ValImage", "compressed gt codec level name")
@@ -273,7 +272,7 @@ def validation_images(src_or_built, codec="jpeg", levels=None, crop=None):
         severity("jpeg", level)  # range check
         for name, y in sorted(zip(names, planes), key=lambda t: t[0]):
             gt = np.ascontiguousarray(y[_centre_box(y.shape, crop, block, name)])
-            out.append(ValImage(_cv2_jpeg(gt, level), gt, codec, level, name))
+            out.append(ValImage(compress_jpeg(gt, int(level))[0], gt, codec, level, name))
     return out
 
 
@@ -310,14 +309,6 @@ def _centre_box(shape, crop, block, name):
                          f"multiples of {SIZE_MULTIPLE}")
     starts = [(s - c) // 2 // block * block for s, c in zip(shape, sizes)]
     return tuple(slice(a, a + c) for a, c in zip(starts, sizes))
-
-
-def _cv2_jpeg(y, qf):
-    """The project's reference JPEG round trip (OpenCV) of a uint8 Y plane."""
-    ok, data = cv2.imencode(".jpg", y, [cv2.IMWRITE_JPEG_QUALITY, int(qf)])
-    if not ok:
-        raise RuntimeError("OpenCV failed to encode JPEG")
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
 
 
 def _manifest(out_dir, codecs, levels):

@@ -10,6 +10,7 @@ import numpy as np
 CODECS = ("jpeg", "hevc")
 DEFAULT_LEVELS = {"jpeg": (10, 20, 30, 40, 50), "hevc": (22, 27, 32, 37, 42)}
 BLOCK_SIZE = {"jpeg": 8, "hevc": 4}
+LOW_QF_MAX = 20  # training's ``low_qf`` patches draw their JPEG QF from 10..this
 # The paper's exit thresholds on its own test data (DESIGN §3); calibrated ones win.
 PUBLISHED_THRESHOLDS = {"jpeg": 0.79, "hevc": 0.89}
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from datasets.codecs import compress_jpeg
 from rbqe_tf import data
 from rbqe_tf.color import rgb_to_y_uint8
 from rbqe_tf.levels import severity
@@ -299,7 +300,7 @@ def test_validation_order_and_crop(tmp_path):
     for stem, y in gts.items():
         cv2.imwrite(str(src / f"{stem}.png"), y)
     built = _write_built(tmp_path / "built", gts, [("jpeg", 50), ("jpeg", 20)],
-                         lambda y, codec, q: data._cv2_jpeg(y, q))
+                         lambda y, codec, q: compress_jpeg(y, q)[0])
 
     whole = data.validation_images(built, "jpeg")
     assert [(v.level, v.name) for v in whole] == [(20, "a"), (20, "b"), (50, "a"), (50, "b")]

@@ -7,8 +7,9 @@ per sample Σ_k w_k(severity) · MSE_k, averaged over the batch — equal to
 any Keras backend (``KERAS_BACKEND=jax`` on a GPU), with NumPy + OpenCV data only:
 
 * JPEG: a random crop of a ground-truth Y plane (image drawn in proportion to its area),
-  compressed by OpenCV at a quality factor drawn uniformly from 10..50 (or, for a
-  ``--low_qf`` share of patches, from 10..20), so the 8×8 grid sits at the patch origin;
+  compressed by OpenCV (``datasets.codecs.compress_jpeg``) at a quality factor drawn
+  uniformly from 10..50 (or, for a ``--low_qf`` share of patches, from 10..20,
+  ``rbqe_tf.levels.LOW_QF_MAX``), so the 8×8 grid sits at the patch origin;
 * HEVC: pre-coded crops (``--hevc DIR``: ``index.json`` naming each crop's ground-truth
   file and offset, ``NNNN_qpQ.png`` its x265 decodes as made by ``datasets.codecs``);
   patches are cut at offsets that are multiples of 4 (the HEVC grid);
@@ -36,27 +37,23 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-from rbqe_tf.color import rgb_to_y_uint8  # noqa: E402
-from rbqe_tf.levels import exit_weights, severity  # noqa: E402
+from datasets.codecs import compress_jpeg  # noqa: E402
+from datasets.sources import to_y  # noqa: E402
+from rbqe_tf.image_io import ImageError, read_image  # noqa: E402
+from rbqe_tf.levels import LOW_QF_MAX, exit_weights, severity  # noqa: E402
 from rbqe_tf.model import WeightsError, build_model, load_model  # noqa: E402
 
 FINAL_LR_RATIO = 0.01
 
 
 def read_y(path):
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{path}: unreadable image")
-    if image.ndim == 3:
-        image = rgb_to_y_uint8(image[..., 2::-1])
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(to_y(read_image(path)))
 
 
 def load_gt(gt_dir):
@@ -104,9 +101,8 @@ class PatchSampler:
         x0 = rng.integers(0, im.shape[1] - self.patch + 1)
         gt = np.ascontiguousarray(im[y0:y0 + self.patch, x0:x0 + self.patch])
         low = self.low_qf and rng.random() < self.low_qf  # no draw when off
-        qf = int(rng.integers(10, 21 if low else 51))
-        ok, data = cv2.imencode(".jpg", gt, [cv2.IMWRITE_JPEG_QUALITY, qf])
-        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED), gt, severity("jpeg", qf)
+        qf = int(rng.integers(10, (LOW_QF_MAX if low else 50) + 1))
+        return compress_jpeg(gt, qf)[0], gt, severity("jpeg", qf)
 
     def _hevc(self, rng):
         gt, decoded = self.hevc[rng.integers(len(self.hevc))]
@@ -230,7 +226,7 @@ def main(argv=None):
         sampler = PatchSampler(list(gt.values()), hevc, a.codec, a.patch, a.batch, a.seed,
                                a.low_qf, a.relative_eps)
         model = load_model(a.init) if a.init else build_model(a.variant)
-    except (OSError, ValueError, WeightsError) as e:
+    except (OSError, ValueError, ImageError, WeightsError) as e:
         sys.exit(f"error: {e}")
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, f"{a.name}.keras")
