@@ -46,7 +46,7 @@ import tensorflow as tf
 
 from datasets.codecs import compress_jpeg
 from datasets.manifest import manifest_path, read_manifest
-from rbqe_tf.color import rgb_to_y_uint8
+from datasets.sources import to_y
 from rbqe_tf.image_io import ImageError, read_image
 from rbqe_tf.levels import BLOCK_SIZE, DEFAULT_LEVELS, LOW_QF_MAX, check_codec, severity
 
@@ -361,15 +361,6 @@ def _warn_skipped(reasons):
         log.warning("skipped %d unreadable image(s): %s", len(reasons), "; ".join(reasons))
 
 
-def _to_y(image):
-    """uint8 Y of an RGB(A)/gray, 8/16-bit image (colour → BT.601 studio-range Y)."""
-    if image.dtype == np.uint16:
-        image = np.round(image / 257.0).astype(np.uint8)
-    if image.ndim == 3:
-        image = rgb_to_y_uint8(image[..., :3])
-    return np.ascontiguousarray(image)
-
-
 def _load_y_images(src_dirs):
     """Names, Y planes and "file: reason" of unreadable files under ``src_dirs``, by path."""
     dirs = [Path(src_dirs)] if isinstance(src_dirs, (str, Path)) else [Path(d) for d in src_dirs]
@@ -381,7 +372,7 @@ def _load_y_images(src_dirs):
             if f.suffix.lower() not in IMAGE_SUFFIXES or f.name.startswith(".") or not f.is_file():
                 continue
             try:
-                planes.append(_to_y(read_image(f)))
+                planes.append(to_y(read_image(f)))
             except ImageError as e:
                 skipped.append(str(e))
                 continue

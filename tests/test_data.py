@@ -189,6 +189,18 @@ def test_on_the_fly_jpeg_matches_opencv(src_dir, caplog):
     assert len(qfs) > 10 and min(qfs) >= 10 and max(qfs) <= 50
 
 
+def test_16bit_colour_ground_truth_is_rounded_once(tmp_path):
+    """16-bit RGB → Y in one rounding from full precision, as datasets.build does (BT.601
+    studio range written out here), not via an 8-bit intermediate."""
+    rgb = np.random.default_rng(3).integers(0, 65536, (40, 48, 3), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), rgb[..., ::-1])
+    r, g, b = np.moveaxis(rgb / 65535.0, -1, 0)
+    expected = np.round(16 + 65.481 * r + 128.553 * g + 24.966 * b).astype(np.uint8)
+    via_8bit = rgb_to_y_uint8(np.round(rgb / 257.0).astype(np.uint8))
+    assert (via_8bit != expected).any()  # the two roundings really differ on this image
+    np.testing.assert_array_equal(data.on_the_fly_jpeg([tmp_path]).gt[0], expected)
+
+
 def test_low_qf_share_draws_qf_10_to_20(src_dir):
     d, ys = src_dir
 
