@@ -28,18 +28,18 @@ def qf10_gain(enhancer, gt):
 
 def test_qf10_classic5_image_gains_at_least_1db(enhancer, shared_data):
     gain = qf10_gain(enhancer, read_image(shared_data / "val" / "classic5" / "lena.png"))
-    assert gain >= 1.25, f"{gain:+.3f} dB"  # measured +1.31
+    assert gain >= 1.33, f"{gain:+.3f} dB"  # measured +1.39
 
 
 def test_qf10_packaged_image_gains_at_least_1db(enhancer):
     """The issue's CI check without ../shared: coins.png ships in the package."""
     gain = qf10_gain(enhancer, reference_images()["coins"])
-    assert gain >= 1.3, f"{gain:+.3f} dB"  # measured +1.38
+    assert gain >= 1.4, f"{gain:+.3f} dB"  # measured +1.46
 
 
-@pytest.mark.parametrize("name,floor", [("camera", 0.8), ("chelsea", 0.88)])
+@pytest.mark.parametrize("name,floor", [("camera", 0.84), ("chelsea", 0.93)])
 def test_qf10_shipped_sample_gains(enhancer, name, floor):
-    gain = qf10_gain(enhancer, reference_images()[name])  # measured +0.86 / +0.93
+    gain = qf10_gain(enhancer, reference_images()[name])  # measured +0.89 / +0.98
     assert gain >= floor, f"{name}: {gain:+.3f} dB"
 
 
