@@ -1,4 +1,4 @@
-"""Exit-threshold calibration: the τ sweep, the knee and max-loss rules, the thresholds file.
+"""Exit-threshold calibration: the τ sweep, the knee, best and max-loss rules, the thresholds file.
 
 NumPy and the standard library only, so that :func:`load_thresholds` is cheap to import.
 
@@ -16,6 +16,8 @@ Rules:
   point farthest above the chord joining those two (largest normalised ΔPSNR − normalised
   GMACs). A front with no point above the chord (two points, or a straight or convex
   front) has no knee: the rule then takes the front's best-ΔPSNR point.
+- **best**: the highest mean ΔPSNR of the sweep (ties: the cheapest, then the lowest τ),
+  the front's last point: quality first, whatever it costs.
 - **max_loss**: the cheapest τ whose mean PSNR ≥ mean always-exit-E PSNR − allowance
   (ties: higher PSNR, then lower τ).
 
@@ -41,6 +43,7 @@ RULES = {
             "the chord from the cheapest to the most expensive front point, in [0, 1]-"
             "normalised mean GMACs and mean delta PSNR (best-delta-PSNR point if none "
             "lies above the chord)",
+    "best": "the highest mean delta PSNR of the tau sweep (ties: the cheapest, then the lowest tau)",
     "max_loss": "the cheapest tau whose mean PSNR >= mean always-last-exit PSNR - max_loss_db",
 }
 
@@ -109,6 +112,11 @@ def knee_index(cost, gain):
     above = (y - y[0]) / (y[-1] - y[0]) - (x - x[0]) / (x[-1] - x[0])
     j = int(np.argmax(above))
     return int(front[j] if above[j] > 0 else front[-1])
+
+
+def best_index(cost, gain):
+    """Index of the highest ``gain`` (ties: the cheapest, then the first): the ``best`` rule."""
+    return int(pareto_front(cost, gain)[-1])
 
 
 def max_loss_index(cost, psnr, full_psnr, max_loss_db):

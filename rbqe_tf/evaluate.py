@@ -2,7 +2,7 @@
 
     python -m rbqe_tf.evaluate --data DIR --weights MODEL.keras [--codec jpeg|hevc]
         [--levels 10,20,30,40,50] [--threshold T] [--json OUT.json] [--plots DIR]
-        [--calibrate [--calibrate_rule knee|max_loss]] [--max_loss_db 0.05]
+        [--calibrate [--calibrate_rule knee|best|max_loss]] [--max_loss_db 0.05]
 
 DIR: lossless ground-truth images (compressed here at each level) or a built set
 (manifest.jsonl). Prints a per-level table; --json writes the full report
@@ -65,7 +65,7 @@ def _print_table(report):
         print(f"{level:>5}  {f['input_psnr']:10.3f}  {exits:<34}  "
               f"{f['early_exit_delta_psnr']:+11.3f}  {f['early_exit_mean_exit']:9.2f}  "
               f"{gmacs:>16}  {ms:>13}  {f['oracle_match_rate']:12.2f}")
-    for key in ("knee", "max_loss"):
+    for key in ("knee", "best", "max_loss"):
         p = cal[key]
         print(f"{key:>8}: τ={p['threshold']:.4f}  ΔPSNR {p['mean_delta_psnr']:+.3f} dB  "
               f"{p['mean_gmacs']:.3g} GMACs (full {cal['full_mean_gmacs']:.3g})  "

@@ -20,7 +20,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from rbqe_tf import iqa, metrics
-from rbqe_tf.calibration import RULES, choose_exits, knee_index, max_loss_index, sweep
+from rbqe_tf.calibration import (RULES, best_index, choose_exits, knee_index, max_loss_index,
+                                 sweep)
 from rbqe_tf.image_io import ImageError
 from rbqe_tf.levels import BLOCK_SIZE, check_codec
 from rbqe_tf.macs import macs_per_stage
@@ -253,7 +254,7 @@ def _rho_summary(items, worst):
 
 
 def calibrate(records, max_loss_db):
-    """The τ sweep over all ``records`` with the knee and max-loss choices (JSON-ready);
+    """The τ sweep over all ``records`` with the knee, best and max-loss choices (JSON-ready);
     ``max_loss_db`` ≥ 0."""
     a = Arrays.stack(records)
     s = sweep(a.scores, a.exit_psnr, a.input_psnr, a.exit_gmacs)
@@ -261,6 +262,7 @@ def calibrate(records, max_loss_db):
     within = max_loss_index(s.mean_gmacs, s.mean_psnr, full["mean_psnr"], max_loss_db)
     return {"rules": RULES,
             "knee": s.point(knee_index(s.mean_gmacs, s.mean_delta_psnr)),
+            "best": s.point(best_index(s.mean_gmacs, s.mean_delta_psnr)),
             "max_loss": {"max_loss_db": max_loss_db, **s.point(within)},
             "full_mean_psnr": full["mean_psnr"],
             "full_mean_gmacs": full["mean_gmacs"],

@@ -50,10 +50,11 @@ def _tradeoff(ax, report):
             label="forced exits 1..5 (staged cost)")
     for k, (x, y) in enumerate(zip(overall["exit_gmacs"], overall["exit_delta_psnr"]), 1):
         ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(4, -10))
-    for key, marker, color in (("max_loss", "D", "tab:green"), ("knee", "*", "tab:red")):
+    for key, marker, color in (("max_loss", "D", "tab:green"), ("best", "^", "tab:purple"),
+                               ("knee", "*", "tab:red")):
         point = cal[key]
-        label = (f"knee τ={point['threshold']:.4f}" if key == "knee" else
-                 f"max loss {point['max_loss_db']} dB: τ={point['threshold']:.4f}")
+        label = (f"max loss {point['max_loss_db']} dB: τ={point['threshold']:.4f}"
+                 if key == "max_loss" else f"{key} τ={point['threshold']:.4f}")
         ax.plot(point["mean_gmacs"], point["mean_delta_psnr"], marker, color=color, ms=11,
                 label=label)
     ax.plot(overall["early_exit_mean_gmacs"], overall["early_exit_delta_psnr"], "o",

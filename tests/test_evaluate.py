@@ -218,6 +218,13 @@ def test_knee_ignores_dominated_points_and_takes_the_best_without_a_knee():
     assert cal.knee_index([1, 2], [0.5, 0.4]) == 0  # the cheapest is also the best
 
 
+def test_best_takes_the_highest_gain_and_the_cheapest_of_ties():
+    s = _two_exit_curve()  # gains 0.9975, 1.7475, 1.9975, 2, 2 at τ 0, 0.2, 0.4, 0.6, 1.01
+    assert s.threshold[cal.best_index(s.mean_gmacs, s.mean_delta_psnr)] == pytest.approx(0.6)
+    assert cal.best_index([3, 1, 2], [1.0, 1.0, 0.5]) == 1  # a tie: the cheaper one
+    assert cal.best_index([1, 2, 2], [0.2, 0.9, 0.9]) == 1  # a full tie: the first
+
+
 def test_max_loss_picks_the_cheapest_tau_within_the_allowance():
     s = _two_exit_curve()
     full = 30.0
@@ -299,6 +306,8 @@ def test_cli_report_plots_and_calibration(image_dir, weights, tmp_path):
     assert stored["hevc"]["threshold"] == 0.9
     assert stored["jpeg"]["threshold"] == report["calibration"]["knee"]["threshold"]
     assert stored["jpeg"]["levels"] == [10, 50]
+    best, gains = report["calibration"]["best"], report["calibration"]["sweep"]["mean_delta_psnr"]
+    assert best["mean_delta_psnr"] == max(gains)
     for name in ("tradeoff.png", "exit_histogram.png", "exit_delta_psnr.png"):
         assert cv2.imread(str(plots / name)) is not None
 
