@@ -136,3 +136,29 @@ def test_fit_run_trains_and_writes_a_loadable_model(tmp_path):
     assert log["history"][-1]["lr"] == pytest.approx(5e-4 * fit_train.FINAL_LR_RATIO)
     trained = load_model(tmp_path / "out" / "t.keras")
     assert weights_digest(trained) != weights_digest(load_model(init))
+
+
+@pytest.mark.slow
+def test_mixed_bfloat16_copy_is_close_and_saves_float32(tmp_path):
+    import keras
+    from rbqe_tf.model import build_model, load_model, weights_digest
+    model = build_model("tiny")
+    copy = fit_train.mixed_precision_copy(model)
+    assert {layer.dtype_policy.name for layer in copy.layers if layer.name.startswith("exit_")
+            and layer.name[5:].isdigit()} == {"float32"}
+    assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in copy.layers}
+    assert all(w.dtype == "float32" for w in copy.weights)
+    x = np.random.default_rng(0).random((1, 32, 32, 1), np.float32)
+    for ours, ref in zip(copy(x), model(x)):
+        ours, ref = keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(ref)
+        assert ours.dtype == np.float32
+        assert 0 < np.abs(ours - ref).max() < 0.02  # bfloat16 compute, not float32
+    init = tmp_path / "init.keras"
+    model.save(init)
+    pack_train_data.pack_gt(_gt_source(tmp_path), tmp_path / "pack")
+    fit_train.main(["--gt", str(tmp_path / "pack" / "gt"), "--init", str(init), "--mixed_bfloat16",
+                    "--out", str(tmp_path / "out"), "--name", "t", "--patch", "32",
+                    "--batch", "2", "--steps", "2", "--steps_per_epoch", "2", "--warmup", "1"])
+    trained = load_model(tmp_path / "out" / "t.keras")
+    assert {layer.dtype_policy.name for layer in trained.layers} == {"float32"}
+    assert weights_digest(trained) != weights_digest(load_model(init))
