@@ -162,3 +162,23 @@ def test_mixed_bfloat16_copy_is_close_and_saves_float32(tmp_path):
     trained = load_model(tmp_path / "out" / "t.keras")
     assert {layer.dtype_policy.name for layer in trained.layers} == {"float32"}
     assert weights_digest(trained) != weights_digest(load_model(init))
+
+
+@pytest.mark.slow
+def test_train_from_stage_changes_only_the_later_exits(tmp_path):
+    from rbqe_tf.model import build_model, load_model
+    init = tmp_path / "init.keras"
+    model = build_model("tiny")
+    model.save(init)
+    pack_train_data.pack_gt(_gt_source(tmp_path), tmp_path / "pack")
+    fit_train.main(["--gt", str(tmp_path / "pack" / "gt"), "--init", str(init),
+                    "--train_from_stage", "4", "--lr", "1e-2",
+                    "--out", str(tmp_path / "out"), "--name", "t", "--patch", "32",
+                    "--batch", "2", "--steps", "2", "--steps_per_epoch", "2", "--warmup", "1"])
+    trained = load_model(tmp_path / "out" / "t.keras")
+    x = np.random.default_rng(1).random((1, 32, 32, 1), np.float32)
+    before, after = model.predict(x, verbose=0), trained.predict(x, verbose=0)
+    for k in range(3):
+        np.testing.assert_array_equal(after[k], before[k])
+    for k in (3, 4):
+        assert np.abs(after[k] - before[k]).max() > 1e-4

@@ -25,6 +25,10 @@ blind model trade damage at light levels for small gains at heavy ones (the same
 a 64² random input its exits differ from float32 by 0.16–0.19 grey levels RMS (at most
 0.77), ~0.5 % of HEVC QP 22's input MSE, so prefer float32 for the lightest HEVC levels.
 
+``--train_from_stage K`` trains only the layers that stages K… create: exits 1…K−1 keep
+their initial weights exactly, so a deep exit can be specialised (e.g. on heavy JPEG with
+``--low_qf``) without touching the shallow exits that light images leave from.
+
 The learning rate follows a linear warm-up and a cosine decay to 1 % over the run's
 length: ``--steps`` or ``--time_budget`` seconds, whichever ends first (a time budget makes
 a run fit a lease; the steps actually taken are in the log). Writes ``NAME.keras``
@@ -167,6 +171,15 @@ def mixed_precision_copy(model):
     return copy
 
 
+def freeze_before_stage(model, first):
+    """Makes only the layers that stages ``first``… create trainable (exits < ``first``
+    are then exactly those of the initial weights); returns the trainable layer names."""
+    earlier = {layer.name for stage in model.stage_models()[:first - 1] for layer in stage.layers}
+    for layer in model.layers:
+        layer.trainable = layer.name not in earlier
+    return [layer.name for layer in model.layers if layer.trainable and layer.weights]
+
+
 def training_model(model):
     """The exits of ``model`` stacked along channels (shares its layers)."""
     return keras.Model(model.input, ops.concatenate(model.outputs, axis=-1))
@@ -237,6 +250,9 @@ def main(argv=None):
                         "level counts by its relative error (≈ ΔPSNR), not its absolute MSE")
     p.add_argument("--mixed_bfloat16", action="store_true",
                    help="compute in bfloat16 (float32 variables, exits and saved model)")
+    p.add_argument("--train_from_stage", type=int, default=1,
+                   help="train only the layers of stages ≥ this one (1: all); exits below "
+                        "it keep their initial weights exactly")
     a = p.parse_args(argv)
     if not (a.steps or a.time_budget):
         p.error("give --steps or --time_budget")
@@ -252,6 +268,9 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, f"{a.name}.keras")
     net = mixed_precision_copy(model) if a.mixed_bfloat16 else model
+    if a.train_from_stage > 1:
+        trained = freeze_before_stage(net, a.train_from_stage)
+        print(f"training {len(trained)} layers of stages >= {a.train_from_stage}", flush=True)
 
     def save():
         if net is not model:
