@@ -59,6 +59,7 @@ from rbqe_tf.levels import DEFAULT_LEVELS, LOW_QF_MAX, exit_weights, severity  #
 from rbqe_tf.model import WeightsError, build_model, load_model  # noqa: E402
 
 FINAL_LR_RATIO = 0.01
+QF_MIN, QF_MAX = min(DEFAULT_LEVELS["jpeg"]), max(DEFAULT_LEVELS["jpeg"])
 
 
 def read_y(path):
@@ -109,9 +110,8 @@ class PatchSampler:
         y0 = rng.integers(0, im.shape[0] - self.patch + 1)
         x0 = rng.integers(0, im.shape[1] - self.patch + 1)
         gt = np.ascontiguousarray(im[y0:y0 + self.patch, x0:x0 + self.patch])
-        lo, hi = DEFAULT_LEVELS["jpeg"][0], DEFAULT_LEVELS["jpeg"][-1]
         low = self.low_qf and rng.random() < self.low_qf  # no draw when off
-        qf = int(rng.integers(lo, (LOW_QF_MAX if low else hi) + 1))
+        qf = int(rng.integers(QF_MIN, (LOW_QF_MAX if low else QF_MAX) + 1))
         return compress_jpeg(gt, qf)[0], gt, severity("jpeg", qf)
 
     def _hevc(self, rng):
