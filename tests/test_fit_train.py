@@ -119,6 +119,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     pack_train_data.pack_gt(_gt_source(tmp_path), tmp_path / "pack")
     with pytest.raises(SystemExit, match=r"^error: no ground-truth image is at least 256x256$"):
         fit_train.main(["--gt", str(tmp_path / "pack" / "gt"), "--patch", "256"] + common)
+    with pytest.raises(SystemExit, match=r"^error: --train_from_stage 0 is outside 1\.\.5 "):
+        fit_train.main(["--gt", str(tmp_path / "pack" / "gt"), "--variant", "tiny", "--patch", "32",
+                        "--train_from_stage", "0"] + common)
     assert not (tmp_path / "out").exists()
 
 

@@ -263,6 +263,9 @@ def main(argv=None):
         sampler = PatchSampler(list(gt.values()), hevc, a.codec, a.patch, a.batch, a.seed,
                                a.low_qf, a.relative_eps)
         model = load_model(a.init) if a.init else build_model(a.variant)
+        if not 1 <= a.train_from_stage <= len(model.outputs):
+            raise ValueError(f"--train_from_stage {a.train_from_stage} is outside "
+                             f"1..{len(model.outputs)} (the model's exits)")
     except (OSError, ValueError, ImageError, WeightsError) as e:
         sys.exit(f"error: {e}")
     os.makedirs(a.out, exist_ok=True)
