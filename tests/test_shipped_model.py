@@ -28,18 +28,18 @@ def qf10_gain(enhancer, gt):
 
 def test_qf10_classic5_image_gains_at_least_1db(enhancer, shared_data):
     gain = qf10_gain(enhancer, read_image(shared_data / "val" / "classic5" / "lena.png"))
-    assert gain >= 1.43, f"{gain:+.3f} dB"  # measured +1.49
+    assert gain >= 1.43, f"{gain:+.3f} dB"  # measured +1.50 (launch 11)
 
 
 def test_qf10_packaged_image_gains_at_least_1db(enhancer):
     """The issue's CI check without ../shared: coins.png ships in the package."""
     gain = qf10_gain(enhancer, reference_images()["coins"])
-    assert gain >= 1.48, f"{gain:+.3f} dB"  # measured +1.54
+    assert gain >= 1.48, f"{gain:+.3f} dB"  # measured +1.55 (launch 11)
 
 
 @pytest.mark.parametrize("name,floor", [("camera", 0.88), ("chelsea", 0.98)])
 def test_qf10_shipped_sample_gains(enhancer, name, floor):
-    gain = qf10_gain(enhancer, reference_images()[name])  # measured +0.93 / +1.04
+    gain = qf10_gain(enhancer, reference_images()[name])  # measured +0.94 / +1.06 (launch 11)
     assert gain >= floor, f"{name}: {gain:+.3f} dB"
 
 
