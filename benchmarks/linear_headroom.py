@@ -16,9 +16,11 @@ import json
 
 import numpy as np
 
-from datasets.codecs import compress
+from datasets.codecs import CodecError, compress
 from rbqe_tf import metrics
 from rbqe_tf.demo import reference_images
+from rbqe_tf.evaluation_data import DataError, parse_levels
+from rbqe_tf.image_io import ImageError
 from rbqe_tf.levels import DEFAULT_LEVELS
 
 
@@ -66,12 +68,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.taps < 1 or args.taps % 2 == 0:
         p.error(f"--taps must be a positive odd number, got {args.taps}")
-    levels = ([int(v) for v in args.levels.split(",")] if args.levels
-              else list(DEFAULT_LEVELS[args.codec]))
-    planes = list(reference_images(args.data).values())
-    if not planes:
-        p.error(f"{args.data}: no PNG images")
-    rows = headroom(planes, args.codec, levels, args.taps)
+    try:
+        levels = (parse_levels(args.codec, args.levels.split(",")) if args.levels
+                  else list(DEFAULT_LEVELS[args.codec]))
+        planes = list(reference_images(args.data).values())
+        if not planes:
+            p.error(f"{args.data}: no PNG images")
+        rows = headroom(planes, args.codec, levels, args.taps)
+    except (OSError, ImageError, DataError, CodecError) as e:
+        p.error(str(e))
     print(f"{args.codec}, {len(planes)} image(s), oracle {args.taps}×{args.taps} linear filter")
     print("level  input PSNR  oracle ΔPSNR")
     for level, row in rows.items():

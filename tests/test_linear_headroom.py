@@ -47,3 +47,9 @@ def test_jpeg_qf10_has_linear_headroom_and_the_cli_writes_it(tmp_path, capsys):
 def test_even_taps_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit):
         linear_headroom.main(["--data", str(tmp_path), "--taps", "4"])
+
+
+def test_bad_level_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        linear_headroom.main(["--data", str(tmp_path), "--codec", "hevc", "--levels", "60"])
+    assert capsys.readouterr().err.strip().endswith("error: hevc level 60 is outside 0..51")
