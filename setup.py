@@ -19,9 +19,12 @@ setup(
         "opencv-python-headless>=4.9",
         "absl-py>=1.2",
         "tqdm>=4.66",
+        "flatbuffers>=23.5",  # export.gpu_ops reads .tflite files directly
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # Everything the test suite imports, directly or through the code it tests
+        # (tests/test_setup.py checks this list against the imports).
+        "test": ["pytest>=8", "hypothesis>=6.100", "matplotlib>=3.8"],
         "plots": ["matplotlib>=3.8"],
     },
 )
