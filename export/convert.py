@@ -1,8 +1,6 @@
 """TFLite conversion of one frozen graph in one quantization mode (builtin ops only)."""
 import warnings
 
-import tensorflow as tf
-
 QUANT_MODES = ("fp32", "fp16", "int8_full_int8_io", "int8_full_fp32_io")
 INT8_MODES = ("int8_full_int8_io", "int8_full_fp32_io")
 
@@ -19,6 +17,7 @@ def convert(graph, mode, representative=None):
     if mode not in QUANT_MODES:
         raise ValueError(f"unknown quantization {mode!r} "
                          f"(expected one of {', '.join(QUANT_MODES)})")
+    import tensorflow as tf  # here, so that the mode names are cheap to import (--help)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.function], tf.Module())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode == "fp16":

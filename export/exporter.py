@@ -106,8 +106,11 @@ class Exporter:
         files = {}
         for name, graph in self.graphs.items():
             file_mode = "fp32" if name.startswith("score_") else mode
+            calibrated = calib is not None and file_mode in INT8_MODES
+            log(f"{name}.tflite: converting ({file_mode}"
+                + (f", calibrating on {len(calib)} patches" if calibrated else "") + ")…")
             start = time.perf_counter()
-            if calib is not None and file_mode in INT8_MODES:
+            if calibrated:
                 data = retile(convert(self.calib_graphs[name], file_mode,
                                       self._representative(name, calib)),
                               self.tile // self.calib_tile)
@@ -182,6 +185,8 @@ class Exporter:
             f"{len(val_comp)} validation ({time.perf_counter() - start:.0f} s)")
         files = self._convert_all(out, mode, calib_comp, log)
         manifest = self._manifest(mode, files, calib if needs_calib else None, val)
+        log(f"checking {len(files)} files against the Keras model on {len(val_comp)} "
+            "validation patches…")
         start = time.perf_counter()
         failures = [f"{name}: not GPU-compatible: {'; '.join(e['gpu_problems'])}"
                     for name, e in files.items() if not name.startswith("score_")

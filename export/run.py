@@ -1,33 +1,33 @@
 """``python -m export.run IMAGE_OR_DIR... --models DIR --out DIR``: early-exit enhancement
 with exported TFLite models, without TensorFlow.
 
-Needs ai-edge-litert and NumPy, OpenCV for image files, and the NumPy-only
-``rbqe_tf.color`` and ``rbqe_tf.image_io`` (no TensorFlow). Prints one line per image;
-a bad file gets one error line and the rest still run; exit status 1 if any image
-failed, 2 on bad usage or a bad export folder. Outputs are PNGs named after the
-inputs; inputs and existing files are never replaced (``--overwrite`` replaces the
-latter).
+Needs ai-edge-litert, NumPy and OpenCV (opencv-python-headless: reading and writing
+image files), and the TensorFlow-free ``rbqe_tf.color``, ``rbqe_tf.image_io``,
+``rbqe_tf.batch`` and ``rbqe_tf.cli``. Prints one line per image; a bad file gets one
+error line and the rest still run; exit status 1 if any image failed, 2 on bad usage or
+a bad export folder. Outputs are PNGs named after the inputs (``--format``); inputs and
+existing files are never replaced (``--overwrite`` replaces the latter). LiteRT's own
+log lines (XNNPACK) are shown only with ``--verbose``.
 """
 import argparse
-import os
 import sys
 
-from export.litert_model import ModelError
-from export.manifest import ManifestError
-from export.runner import DECISIONS, Runner
-from rbqe_tf.batch import IMAGE_EXTENSIONS, enhance_files, expand_inputs  # noqa: F401
-from rbqe_tf.image_io import quiet_opencv
+from rbqe_tf.batch import FORMAT_HELP, FORMATS, IMAGE_EXTENSIONS  # noqa: F401
+
+DECISIONS = ("image", "tile")  # export.runner.DECISIONS (tests check they agree)
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m export.run", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m export.run",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("images", nargs="*", help="image files or folders")
     p.add_argument("--models", required=True, help="export folder (python -m export.tflite)")
-    p.add_argument("--out", required=True, help="output folder for the enhanced PNGs")
+    p.add_argument("--out", required=True, help="output folder for the enhanced images "
+                   "(created when the first one is written)")
     p.add_argument("--codec", choices=("jpeg", "hevc"),
                    help="codec family (score block size, default threshold); "
                         "default: the export's first codec")
-    p.add_argument("--threshold", type=float, help="quality-score threshold "
+    p.add_argument("--threshold", type=float, help="quality-score threshold in [0, 1] "
                    "(default: the manifest's for the codec)")
     p.add_argument("--exit", type=int, help="force this exit; no early exit")
     p.add_argument("--decision", choices=DECISIONS, default="image",
@@ -45,6 +45,12 @@ def _parser():
     p.add_argument("--delegate", help="delegate library for the stage models "
                    "(load_delegate, e.g. the GPU delegate's .so)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--recursive", action="store_true", help="also enhance the images in "
+                   "subfolders of the folders given (outputs keep their subfolder)")
+    p.add_argument("--format", choices=tuple(FORMATS), default="png",
+                   help=FORMAT_HELP.lower().rstrip("."))
+    p.add_argument("--quality", type=int, help="JPEG/WebP quality, 1..100 (default 95)")
+    p.add_argument("--verbose", action="store_true", help="show LiteRT's own log lines")
     return p
 
 
@@ -53,29 +59,55 @@ def fail(message):
     return 2
 
 
+def usage_problem(args, inputs):
+    """The first usage error (a one-line message), or None; loads no model."""
+    import os
+
+    from rbqe_tf.batch import output_folder_problem
+    from rbqe_tf.cli import check_range
+    if not inputs.files:
+        if inputs.empty:
+            return (f"{', '.join(inputs.empty)}: no image files"
+                    + (f" ({inputs.skipped_line()})" if inputs.skipped else ""))
+        return "no input images given (usage: python -m export.run IMAGE... --models DIR --out DIR)"
+    if args.delegate is not None and not os.path.isfile(args.delegate):
+        return f"--delegate {args.delegate}: no such file"
+    return (check_range("--threshold", args.threshold, 0.0, 1.0)
+            or check_range("--exit", args.exit, 1)
+            or check_range("--quality", args.quality, 1, 100)
+            or check_range("--overlap", args.overlap, 8, multiple=8,
+                           what="a multiple of 8, at least 8")
+            or check_range("--cache_mb", args.cache_mb, 0.0)
+            or check_range("--threads", args.threads, 1, what="at least 1")
+            or output_folder_problem(args.out))
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
-    inputs = expand_inputs(args.images)
-    if not inputs:
-        return fail("no input images given (usage: python -m export.run IMAGE... "
-                    "--models DIR --out DIR)")
-    if args.delegate is not None and not os.path.isfile(args.delegate):
-        return fail(f"--delegate {args.delegate}: no such file")
+    from rbqe_tf.batch import expand_inputs
+    inputs = expand_inputs(args.images, args.recursive, exclude=args.out)
+    problem = usage_problem(args, inputs)
+    if problem:
+        return fail(problem)
+    from export.litert_model import ModelError
+    from export.manifest import ManifestError
+    from export.runner import Runner
+    from rbqe_tf.batch import enhance_files
+    from rbqe_tf.cli import native_stderr_muted
+    from rbqe_tf.image_io import quiet_opencv
     try:
         quiet_opencv()
-        runner = Runner(args.models, args.codec, args.threshold, args.threads, args.xnnpack,
-                        args.delegate, args.overlap, args.decision, args.cache_mb)
+        with native_stderr_muted(not args.verbose):
+            runner = Runner(args.models, args.codec, args.threshold, args.threads, args.xnnpack,
+                            args.delegate, args.overlap, args.decision, args.cache_mb)
     except (ImportError, ManifestError, ModelError, ValueError, OSError) as e:
         return fail(str(e))
     if args.exit is not None and not 1 <= args.exit <= runner.num_exits:
         return fail(f"--exit must be in 1..{runner.num_exits}")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as e:
-        return fail(f"{args.out}: cannot create output folder ({e.strerror or e})")
-
-    failures = enhance_files(inputs, args.out, lambda image: runner(image, args.exit), _taken,
-                             args.overwrite)
+    if inputs.skipped:
+        print(inputs.skipped_line())
+    failures = enhance_files(inputs.files, args.out, lambda image: runner(image, args.exit),
+                             _taken, args.overwrite, args.format, args.quality)
     return 1 if failures else 0
 
 

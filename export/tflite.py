@@ -7,7 +7,8 @@ prints the failures, writes no manifest and exits with status 1. ``--quantize`` 
 means ``int8`` = int8_full_int8_io; without it the export is fp32. See docs/export.md.
 ``--from-qat RUN`` exports the fake-quantized model of a ``python -m rbqe_tf.qat`` run
 (its latest checkpoint, or a checkpoint prefix) in an int8 mode, with ranges learned in
-training and checks against that model (docs/qat.md).
+training and checks against that model (docs/qat.md). Prints a line as each file starts
+and ends converting; the converter's and LiteRT's own log lines only with ``--verbose``.
 """
 import os
 import sys
@@ -15,15 +16,11 @@ import time
 
 from absl import app, flags, logging
 
-from rbqe_tf.cli import fail, import_tensorflow_quietly
-
-import_tensorflow_quietly()
-
-from export.convert import INT8_MODES, QUANT_MODES  # noqa: E402
-from export.exporter import Exporter, ExportError  # noqa: E402
-from export.manifest import MANIFEST  # noqa: E402
-from rbqe_tf.levels import CODECS  # noqa: E402
-from rbqe_tf.model import WeightsError, default_weights, load_model  # noqa: E402
+from export.convert import INT8_MODES, QUANT_MODES
+from export.manifest import MANIFEST
+from rbqe_tf.cli import (check_range, fail, import_tensorflow_quietly, native_stderr_muted,
+                         parse_flags)
+from rbqe_tf.levels import CODECS
 
 INT8_ALIAS = "int8_full_int8_io"
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
@@ -47,6 +44,7 @@ flags.DEFINE_integer("threads", 2, "Interpreter threads for the checks.")
 flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --out.")
 flags.DEFINE_string("from_qat", None, "Export this QAT run directory (python -m rbqe_tf.qat) "
                     "or checkpoint instead of --weights; needs an int8 --quantize.")
+flags.DEFINE_bool("verbose", False, "Show the TFLite converter's and LiteRT's own log lines.")
 
 
 def bare_quantize(argv):
@@ -63,6 +61,7 @@ def qat_exporter(path, tile, codecs):
 
     The Keras 3 model (configuration, MAC counts) is built before the QAT modules are
     imported, as tfmot sets TF_USE_LEGACY_KERAS=1 on import (PITFALLS)."""
+    from export.exporter import Exporter
     from rbqe_tf.qat_train import QATError, load_qat
     try:
         qat, cfg, saved, prefix, step = load_qat(path)
@@ -78,42 +77,93 @@ def qat_exporter(path, tile, codecs):
                     graphs=qat_model.export_graphs(qat, cfg, tile), source=source)
 
 
-def main(argv):
-    logging.set_verbosity(logging.ERROR)  # the converter's deprecation chatter
+def usage_problem(argv, mode):
+    """The first usage error (a one-line message), or None; needs no TensorFlow."""
     if len(argv) > 1:
-        return fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        return f"unexpected arguments: {' '.join(argv[1:])}"
     if not FLAGS.out:
-        return fail("--out is required")
+        return "--out is required"
     if not FLAGS.codecs or set(FLAGS.codecs) - set(CODECS):
-        return fail(f"--codecs: expected some of {', '.join(CODECS)}, "
-                    f"got {','.join(FLAGS.codecs) or 'none'}")
-    mode = INT8_ALIAS if FLAGS.quantize == "int8" else FLAGS.quantize
+        return (f"--codecs: expected some of {', '.join(CODECS)}, "
+                f"got {','.join(FLAGS.codecs) or 'none'}")
+    problem = (check_range("--tile", FLAGS.tile, 32, multiple=32,
+                           what="a positive multiple of 32")
+               or check_range("--calib_images", FLAGS.calib_images, 1, what="at least 1")
+               or check_range("--val_images", FLAGS.val_images, 1, what="at least 1")
+               or check_range("--threads", FLAGS.threads, 1, what="at least 1"))
+    if problem:
+        return problem
+    if FLAGS.calib_tile and (FLAGS.calib_tile < 32 or FLAGS.calib_tile % 32
+                             or FLAGS.tile % FLAGS.calib_tile):
+        return (f"--calib_tile must be 0 or a multiple of 32 dividing --tile {FLAGS.tile}, "
+                f"got {FLAGS.calib_tile}")
+    if os.path.exists(FLAGS.out) and not os.path.isdir(FLAGS.out):
+        return f"{FLAGS.out}: not a folder"
     if os.path.isdir(FLAGS.out) and not FLAGS.overwrite and any(
             n == MANIFEST or n.endswith(".tflite") for n in os.listdir(FLAGS.out)):
-        return fail(f"{FLAGS.out}: holds an earlier export (use --overwrite to replace it)")
+        return f"{FLAGS.out}: holds an earlier export (use --overwrite to replace it)"
     for name, folder in (("--calib", FLAGS.calib), ("--val", FLAGS.val or FLAGS.calib)):
         if not os.path.isdir(folder):
-            return fail(f"{name} {folder}: no such folder")
+            return f"{name} {folder}: no such folder"
     if FLAGS.from_qat and (FLAGS.weights or mode not in INT8_MODES):
-        return fail("--from-qat takes the model from the QAT run: drop --weights and use "
-                    "--quantize int8 (or int8_full_fp32_io)")
-    try:
-        start = time.perf_counter()
-        if FLAGS.from_qat:
-            exporter = qat_exporter(FLAGS.from_qat, FLAGS.tile, FLAGS.codecs)
+        return ("--from-qat takes the model from the QAT run: drop --weights and use "
+                "--quantize int8 (or int8_full_fp32_io)")
+    if FLAGS.from_qat and not os.path.exists(FLAGS.from_qat) \
+            and not os.path.exists(FLAGS.from_qat + ".index"):
+        return f"--from-qat {FLAGS.from_qat}: no such run folder or checkpoint"
+    if FLAGS.weights and not os.path.isfile(FLAGS.weights):
+        return f"{FLAGS.weights}: no such file"
+    return None
+
+
+def progress_printer(stream=None):
+    """A ``log`` for the exporter: a line ending in "…" (a step starting) is replaced
+    on a terminal by the next line (its result); elsewhere every line is kept."""
+    def log(line):
+        out = stream or sys.stdout
+        tty = out.isatty()
+        if tty and line.endswith("…"):
+            print("\r\x1b[K" + line, end="", file=out, flush=True)
         else:
-            weights = FLAGS.weights or default_weights(FLAGS.codecs[0])
-            exporter = Exporter(load_model(weights), FLAGS.tile, FLAGS.codecs, weights,
-                                calib_tile=FLAGS.calib_tile or None)
-        print(f"traced {len(exporter.graphs)} graphs at {FLAGS.tile}×{FLAGS.tile} "
-              f"({time.perf_counter() - start:.0f} s)")
-        manifest = exporter.export(FLAGS.out, mode, (FLAGS.calib, FLAGS.calib_images),
-                                   (FLAGS.val or FLAGS.calib, FLAGS.val_images), FLAGS.threads)
-    except (WeightsError, ValueError) as e:
-        return fail(str(e))
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+            print(("\r\x1b[K" if tty else "") + line, file=out, flush=True)
+    return log
+
+
+def main(argv):
+    mode = INT8_ALIAS if FLAGS.quantize == "int8" else FLAGS.quantize
+    problem = usage_problem(argv, mode)
+    if problem:
+        return fail(problem)
+    log = progress_printer()
+    log("loading TensorFlow…")
+    import_tensorflow_quietly()
+    if not FLAGS.verbose:
+        logging.set_verbosity(logging.ERROR)  # the converter's deprecation chatter
+    from export.exporter import Exporter, ExportError
+    from rbqe_tf.model import WeightsError, default_weights, load_model
+    error = None
+    with native_stderr_muted(not FLAGS.verbose):  # converter and XNNPACK log lines
+        try:
+            start = time.perf_counter()
+            log(f"tracing the graphs at {FLAGS.tile}×{FLAGS.tile}…")
+            if FLAGS.from_qat:
+                exporter = qat_exporter(FLAGS.from_qat, FLAGS.tile, FLAGS.codecs)
+            else:
+                weights = FLAGS.weights or default_weights(FLAGS.codecs[0])
+                exporter = Exporter(load_model(weights), FLAGS.tile, FLAGS.codecs, weights,
+                                    calib_tile=FLAGS.calib_tile or None)
+            log(f"traced {len(exporter.graphs)} graphs at {FLAGS.tile}×{FLAGS.tile} "
+                f"({time.perf_counter() - start:.0f} s)")
+            manifest = exporter.export(FLAGS.out, mode, (FLAGS.calib, FLAGS.calib_images),
+                                       (FLAGS.val or FLAGS.calib, FLAGS.val_images),
+                                       FLAGS.threads, log=log)
+        except (WeightsError, ValueError) as e:
+            error = (str(e), 2)
+        except ExportError as e:
+            error = (str(e), 1)
+    if error:
+        print(f"error: {error[0]}", file=sys.stderr)
+        return error[1]
     report = manifest["verification"]
     print("exit thresholds: " + ", ".join(
         f"{c} {manifest['thresholds'][c]:.4f} ({manifest['threshold_sources'][c]})"
@@ -127,4 +177,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, argv=bare_quantize(sys.argv))
+    app.run(main, argv=bare_quantize(sys.argv), flags_parser=parse_flags)

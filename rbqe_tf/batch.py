@@ -1,43 +1,128 @@
 """Enhancing a list of image files into a folder, one line per file (NumPy and OpenCV only:
 both ``python -m rbqe_tf.enhance`` and the TFLite runner's ``python -m export.run`` use it).
 
-Outputs are PNGs named after the inputs. An input is never replaced, an existing
-output only with ``overwrite``, and two inputs of one name are not written over
-each other; writes are atomic (:func:`rbqe_tf.image_io.write_image`). A bad file
-gets one ``error:`` line on stderr and the rest still run.
+Outputs are named after the inputs (a folder's files with ``recursive`` keep their
+path below it), PNG unless another format is asked for. An input is never replaced, an
+existing output only with ``overwrite``, and two inputs of one name are not written over
+each other; writes are atomic (:func:`rbqe_tf.image_io.write_image`). The output folder
+is created when the first file is written. A bad file gets one ``error:`` line on
+stderr and the rest still run.
 """
+import dataclasses
 import os
 import sys
 
-from rbqe_tf.image_io import ImageError, read_image, write_image
+from rbqe_tf.image_io import ImageError, encoding_problem, read_image, write_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pnm")
+FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff", "same": None}
+"""``--format`` → output extension; ``same``: the input's own extension (format family)."""
+FORMAT_HELP = ("Output format: png (lossless, the default), tiff (lossless), jpg or webp "
+               "(lossy, 8-bit; see --quality), same (the input's own format).")
+NOT_AN_IMAGE = "not an image file"
+A_FOLDER = "a folder: add --recursive to enter it"
 
 
-def expand_inputs(paths):
-    """Files as given; folders expand to their image files, sorted."""
-    files = []
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """A file to enhance and its output name below the output folder, without extension."""
+
+    path: str
+    name: str
+
+
+@dataclasses.dataclass
+class Inputs:
+    """Expanded command-line inputs: the files, and the entries left out with the reason."""
+
+    files: list
+    skipped: list  # (path, reason)
+    empty: list    # folders given that hold no image file
+
+    def skipped_line(self, limit=5):
+        """One line listing the skipped entries by reason (None if none were skipped)."""
+        if not self.skipped:
+            return None
+        by_reason = {}
+        for path, reason in self.skipped:
+            by_reason.setdefault(reason, []).append(path)
+        parts = []
+        for reason, paths in by_reason.items():
+            more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+            parts.append(f"{', '.join(paths[:limit])}{more} ({reason})")
+        return f"skipped {len(self.skipped)}: " + "; ".join(parts)
+
+
+def _is_image(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def expand_inputs(paths, recursive=False, exclude=None):
+    """Files as given (missing ones too: reading them reports it); folders expand to
+    their image files, sorted, and with ``recursive`` to those of their subfolders (named
+    by their path below the folder). ``exclude``: a folder never entered (the output
+    folder, so a re-run does not enhance its own outputs). → :class:`Inputs`."""
+    exclude = exclude and os.path.realpath(exclude)
+    files, skipped, empty = [], [], []
     for path in paths:
-        if os.path.isdir(path):
-            files += sorted(os.path.join(path, n) for n in os.listdir(path)
-                            if n.lower().endswith(IMAGE_EXTENSIONS))
-        else:
-            files.append(path)
-    return files
+        if not os.path.isdir(path):
+            files.append(Input(path, os.path.splitext(os.path.basename(path))[0]))
+            continue
+        found = []
+        for folder, subfolders, names in os.walk(path):
+            subfolders.sort()
+            for sub in list(subfolders):
+                full = os.path.join(folder, sub)
+                if exclude and os.path.realpath(full) == exclude:
+                    subfolders.remove(sub)
+                    skipped.append((full + os.sep, "the output folder"))
+                elif not recursive:
+                    skipped.append((full + os.sep, A_FOLDER))
+            if not recursive:
+                subfolders.clear()
+            for name in sorted(names):
+                full = os.path.join(folder, name)
+                if _is_image(name):
+                    rel = os.path.relpath(full, path)
+                    found.append(Input(full, os.path.splitext(rel)[0]))
+                else:
+                    skipped.append((full, NOT_AN_IMAGE))
+        if not found:
+            empty.append(path)
+        files += found
+    return Inputs(files, skipped, empty)
 
 
-def enhance_files(inputs, out, enhance, describe, overwrite=False):
+def output_extension(path, out_format="png"):
+    """The output file's extension for input ``path`` under ``--format out_format``."""
+    if out_format not in FORMATS:
+        raise ValueError(f"unknown format {out_format!r} (expected one of {', '.join(FORMATS)})")
+    ext = FORMATS[out_format]
+    if ext is None:
+        ext = os.path.splitext(path)[1].lower()
+        ext = ext if _is_image(ext) else ".png"
+    return ext
+
+
+def enhance_files(inputs, out, enhance, describe, overwrite=False, out_format="png",
+                  quality=None):
     """Writes ``enhance(image)`` of each input to ``out``; → number of failed files.
 
+    ``inputs``: :class:`Input` items (or paths: output named after the file).
     ``enhance`` returns a result with ``image`` and ``ms``; ``describe(result)``
-    gives the middle of its report line (the exit taken). Prints a summary line.
+    gives the middle of its report line (the exit taken). ``out_format``: a key of
+    :data:`FORMATS`; ``quality``: JPEG/WebP quality. Prints a summary line.
     """
-    input_paths = {os.path.realpath(p) for p in inputs}
+    inputs = [i if isinstance(i, Input) else
+              Input(i, os.path.splitext(os.path.basename(i))[0]) for i in inputs]
+    input_paths = {os.path.realpath(i.path) for i in inputs}
     written, failures = set(), 0
-    for n, path in enumerate(inputs, 1):
+    for n, item in enumerate(inputs, 1):
+        path = item.path
         prefix = f"[{n}/{len(inputs)}] {path}"
-        target = os.path.join(out, os.path.splitext(os.path.basename(path))[0] + ".png")
+        ext = output_extension(path, out_format)
+        target = os.path.join(out, item.name + ext)
         try:
             if os.path.realpath(target) in input_paths:
                 raise ImageError(f"{path}: output {target} would overwrite an input; "
@@ -47,8 +132,14 @@ def enhance_files(inputs, out, enhance, describe, overwrite=False):
                                  "with the same name in this run")
             if os.path.exists(target) and not overwrite:  # checked again when writing
                 raise ImageError(f"{target}: exists (use --overwrite to replace it)")
-            result = enhance(read_image(path))
-            write_image(target, result.image, overwrite=overwrite)
+            image = read_image(path)
+            problem = encoding_problem(image, ext)
+            if problem:
+                raise ImageError(f"{path}: cannot write {ext[1:]}: {problem} "
+                                 "(choose --format png or tiff)")
+            result = enhance(image)
+            _make_folder(os.path.dirname(target))
+            write_image(target, result.image, overwrite=overwrite, quality=quality)
         except ImageError as e:
             failures += 1
             print(f"{prefix}: error: {str(e).removeprefix(path + ': ')}", file=sys.stderr)
@@ -61,3 +152,30 @@ def enhance_files(inputs, out, enhance, describe, overwrite=False):
         print(f"{prefix}: {describe(result)} {result.ms:.0f} ms -> {target}")
     print(f"{len(written)} enhanced, {failures} failed")
     return failures
+
+
+def _make_folder(folder):
+    if folder and not os.path.isdir(folder):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise ImageError(f"{folder}: cannot create output folder "
+                             f"({e.strerror or e})") from None
+
+
+def output_folder_problem(out):
+    """Why ``out`` cannot become the output folder (None if it can), checked without
+    creating anything: an existing non-folder on its path, or no write permission."""
+    path = os.path.abspath(out)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return f"{out}: cannot create output folder (a file of that name exists)"
+        return None if os.access(path, os.W_OK) else f"{out}: output folder is not writable"
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{out}: cannot create output folder ({parent} is not a folder)"
+    if not os.access(parent, os.W_OK):
+        return f"{out}: cannot create output folder ({parent} is not writable)"
+    return None

@@ -1,6 +1,39 @@
-"""Shared command-line plumbing: a quiet TensorFlow start and one-line errors."""
+"""Shared command-line plumbing: a quiet TensorFlow start, ``--help`` with status 0,
+one-line errors, range checks, and muting native log chatter.
+
+Standard library only (the TensorFlow-free runner ``python -m export.run`` uses it), so
+a command line can answer ``--help`` and usage errors before TensorFlow loads.
+"""
+import contextlib
+import math
 import os
 import sys
+
+HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
+@contextlib.contextmanager
+def native_stderr_muted(enabled=True):
+    """Sends file descriptor 2 to /dev/null for the block (``enabled=False``: no-op).
+
+    Native libraries (TensorFlow's C++ runtime, the TFLite converter, LiteRT's XNNPACK
+    delegate) log straight to the descriptor, past Python's ``sys.stderr``; Python
+    exceptions still propagate and are reported after the block.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def import_tensorflow_quietly():
@@ -8,27 +41,28 @@ def import_tensorflow_quietly():
 
     TF 2.21's CUDA probe prints "Could not find cuda drivers" through absl logging
     before any log level applies; command lines hide that so that a user sees only
-    their own output and one-line errors. Import errors are re-raised unmuted.
+    their own output and one-line errors. Import errors are re-raised unmuted. Call it
+    in ``main`` after the usage checks, so ``--help`` and usage errors are instant.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    with native_stderr_muted():
         import tensorflow as tf
         tf.zeros(())  # device initialisation logs too
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def parse_flags(argv):
-    """absl flag parsing with flag errors as one ``error:`` line and exit status 2."""
-    from absl import flags
+    """absl flag parsing with flag errors as one ``error:`` line and exit status 2.
+
+    ``-h``, ``-?``, ``--help``, ``--helpshort`` print the command's docstring and its
+    flags on stdout and exit with status 0 (absl's own help exits 1); ``--helpfull``
+    adds the flags of every imported module.
+    """
+    from absl import app, flags
+    args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    if any(a.split("=")[0] in HELP_ARGS for a in args):
+        app.usage(shorthelp="--helpfull" not in args, writeto_stdout=True, exitcode=0)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -39,3 +73,24 @@ def fail(message):
     """Prints ``error: message`` on stderr and returns the usage-error status 2."""
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def check_range(name, value, low=None, high=None, multiple=None, what=None):
+    """``None`` if ``value`` is in [low, high] (and a multiple of ``multiple``), else the
+    one-line message for :func:`fail` (``name``: the flag, e.g. ``--tile``; ``what``:
+    the rule in words, e.g. "a positive multiple of 32", instead of the bounds)."""
+    if value is None:
+        return None
+    bad = isinstance(value, float) and not math.isfinite(value)
+    bad = bad or (low is not None and value < low) or (high is not None and value > high)
+    bad = bad or (multiple is not None and value % multiple != 0)
+    if not bad:
+        return None
+    if what is None:
+        integer = isinstance(value, int)
+        if low is not None and high is not None:
+            what = f"in {low}..{high}" if integer else f"a number in [{low:g}, {high:g}]"
+        else:
+            bound = f">= {low:g}" if low is not None else f"<= {high:g}"
+            what = bound if integer else f"a number {bound}"
+    return f"{name} must be {what}, got {value:g}"

@@ -2,62 +2,119 @@
 
 Prints one line per image (exit, scores, milliseconds); a bad file gets one error
 line and the rest still run; exit status 1 if any image failed, 2 on bad usage.
+Folders expand to their image files (``--recursive``: also their subfolders'); skipped
+entries are listed in one line. Outputs are PNGs named after the inputs (``--format``).
 ``--demo`` instead compresses the CC0 photos shipped in the package at every level of
-``--codec`` and prints a before/after table (rbqe_tf/demo.py).
+``--codec`` and prints a before/after table (rbqe_tf/demo.py); re-running it replaces
+its own outputs.
 """
 import os
 
 from absl import app, flags
 
-from rbqe_tf.calibration import resolve_threshold
-from rbqe_tf.cli import fail, import_tensorflow_quietly, parse_flags
+from rbqe_tf.batch import FORMAT_HELP, FORMATS
+from rbqe_tf.cli import check_range, fail, import_tensorflow_quietly, parse_flags
 
-import_tensorflow_quietly()
-
-from rbqe_tf.batch import enhance_files, expand_inputs  # noqa: E402
-from rbqe_tf.enhancer import DEFAULT_CACHE_MB, DEFAULT_OVERLAP, DEFAULT_TILE, Enhancer  # noqa: E402
-from rbqe_tf.image_io import quiet_opencv  # noqa: E402
-from rbqe_tf.model import WeightsError, default_weights, load_model  # noqa: E402
+# rbqe_tf.enhancer's defaults, repeated here so that --help needs no TensorFlow
+# (tests/test_cli_enhance.py checks that they agree).
+DEFAULT_TILE, DEFAULT_OVERLAP, DEFAULT_CACHE_MB = 512, 32, 512
+MAX_EXIT = 5  # the shipped variants' exits; a model with fewer is checked once loaded
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "Output folder for the enhanced PNGs.")
+flags.DEFINE_string("out", None, "Output folder for the enhanced images (created when the "
+                    "first one is written).")
 flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train "
                     "(default: the model shipped for --codec).")
 flags.DEFINE_enum("codec", "jpeg", ["jpeg", "hevc"],
                   "Codec family: sets the score's block size and the default threshold.")
-flags.DEFINE_float("threshold", None, "Quality-score threshold (default: calibrated beside the weights, "
-                   "else the paper's for --codec).")
+flags.DEFINE_float("threshold", None, "Quality-score threshold in [0, 1] (default: calibrated "
+                   "beside the weights, else the paper's for --codec).")
 flags.DEFINE_integer("exit", None, "Force this exit (1..5); no early exit.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
+flags.DEFINE_bool("recursive", False, "Also enhance the images in subfolders of the folders "
+                  "given (outputs keep their subfolder below --out).")
+flags.DEFINE_enum("format", "png", list(FORMATS), FORMAT_HELP)
+flags.DEFINE_integer("quality", None, "JPEG/WebP quality, 1..100 (default 95).")
 flags.DEFINE_bool("demo", False, "Compress the photos shipped in the package at every level "
-                  "of --codec, enhance them and print PSNR before/after (no inputs needed).")
+                  "of --codec, enhance them and print PSNR before/after (no inputs needed); "
+                  "writes PNGs, replacing its own earlier outputs in --out.")
 flags.DEFINE_integer("tile", DEFAULT_TILE, "Tile side in pixels (a multiple of 32): larger "
                      "images are enhanced in overlapping tiles to bound memory; an image of "
                      "at most tile×tile pixels runs in one piece.")
-flags.DEFINE_integer("overlap", DEFAULT_OVERLAP, "Tile overlap margin in pixels (a multiple of 8); "
-                     "neighbouring tiles overlap by twice this.")
+flags.DEFINE_integer("overlap", DEFAULT_OVERLAP, "Tile overlap margin in pixels (a multiple of 8, "
+                     "below tile/2); neighbouring tiles overlap by twice this.")
 flags.DEFINE_float("cache_mb", DEFAULT_CACHE_MB, "Memory for the features tiles keep between "
-                   "exits; tiles beyond it are re-run from the first stage (slower, same result).")
+                   "exits (>= 0); tiles beyond it are re-run from the first stage (slower, same "
+                   "result).")
+
+
+def usage_problem(inputs):
+    """The first usage error (a one-line message), or None; needs no TensorFlow."""
+    if FLAGS.demo and inputs.files + inputs.empty:
+        return "--demo takes no input images"
+    if FLAGS.demo and FLAGS.format != "png":
+        return "--demo writes PNGs; --format applies to input images"
+    if not FLAGS.demo and not inputs.files:
+        if inputs.empty:
+            return (f"{', '.join(inputs.empty)}: no image files"
+                    + (f" ({inputs.skipped_line()})" if inputs.skipped else ""))
+        return "no input images given (usage: python -m rbqe_tf.enhance IMAGE... --out DIR)"
+    if not FLAGS.out:
+        return "--out is required"
+    if not FLAGS.demo and not any(os.path.exists(i.path) for i in inputs.files):
+        return f"{inputs.files[0].path}: no such file" if len(inputs.files) == 1 else \
+            "none of the input files exists"
+    return (check_range("--threshold", FLAGS.threshold, 0.0, 1.0)
+            or check_range("--exit", FLAGS.exit, 1, MAX_EXIT)
+            or check_range("--quality", FLAGS.quality, 1, 100)
+            # --tile, --overlap, --cache_mb: the Enhancer's own checks and words, made early
+            or check_range("tile", FLAGS.tile, 32, multiple=32,
+                           what="a positive multiple of 32")
+            or check_range("overlap", FLAGS.overlap, 0, FLAGS.tile // 2 - 1, multiple=8,
+                           what=f"a multiple of 8 in 0..{FLAGS.tile // 2 - 1}")
+            or check_range("cache_mb", FLAGS.cache_mb, 0.0, what=">= 0")
+            or (FLAGS.weights and not os.path.isfile(FLAGS.weights)
+                and f"{FLAGS.weights}: no such file")
+            or _output_problem())
+
+
+def _output_problem():
+    from rbqe_tf.batch import output_folder_problem
+    return output_folder_problem(FLAGS.out)
 
 
 def main(argv):
+    from rbqe_tf.batch import expand_inputs
+    inputs = expand_inputs(argv[1:], FLAGS.recursive, exclude=FLAGS.out)
+    problem = usage_problem(inputs)
+    if problem:
+        return fail(problem)
     try:
+        from rbqe_tf.image_io import quiet_opencv
         quiet_opencv()
     except ImportError as e:
         return fail(str(e))
-    inputs = expand_inputs(argv[1:])
-    if FLAGS.demo and inputs:
-        return fail("--demo takes no input images")
-    if not inputs and not FLAGS.demo:
-        return fail("no input images given (usage: python -m rbqe_tf.enhance IMAGE... --out DIR)")
-    if not FLAGS.out:
-        return fail("--out is required")
-    try:
-        os.makedirs(FLAGS.out, exist_ok=True)
-    except OSError as e:
-        return fail(f"{FLAGS.out}: cannot create output folder ({e.strerror or e})")
-    if not os.access(FLAGS.out, os.W_OK):
-        return fail(f"{FLAGS.out}: output folder is not writable")
+    enhancer, threshold, source = load_enhancer()
+    if enhancer is None:
+        return 2
+    if FLAGS.exit is not None and not 1 <= FLAGS.exit <= enhancer.num_exits:
+        return fail(f"--exit must be in 1..{enhancer.num_exits}")
+    if FLAGS.exit is None:
+        print(f"{FLAGS.codec}: early exit at quality score >= {threshold:.4g} ({source})")
+    if FLAGS.demo:
+        return _demo(enhancer)
+    if inputs.skipped:
+        print(inputs.skipped_line())
+    return 1 if enhance_inputs(inputs, enhancer) else 0
+
+
+def load_enhancer():
+    """Imports TensorFlow and builds the Enhancer → (enhancer, threshold, its source), or
+    (None, None, None) after printing the error."""
+    import_tensorflow_quietly()
+    from rbqe_tf.calibration import resolve_threshold
+    from rbqe_tf.enhancer import Enhancer
+    from rbqe_tf.model import WeightsError, default_weights, load_model
     try:
         weights = FLAGS.weights or default_weights(FLAGS.codec)
         threshold, source = resolve_threshold(FLAGS.codec, weights, FLAGS.threshold)
@@ -65,17 +122,16 @@ def main(argv):
         enhancer = Enhancer(model, FLAGS.codec, threshold, FLAGS.tile, FLAGS.overlap,
                             FLAGS.cache_mb)
     except (WeightsError, ValueError) as e:
-        return fail(str(e))
-    if FLAGS.exit is not None and not 1 <= FLAGS.exit <= enhancer.num_exits:
-        return fail(f"--exit must be in 1..{enhancer.num_exits}")
-    if FLAGS.exit is None:
-        print(f"{FLAGS.codec}: early exit at quality score >= {threshold:.3f} ({source})")
-    if FLAGS.demo:
-        return _demo(enhancer)
+        fail(str(e))
+        return None, None, None
+    return enhancer, threshold, source
 
-    failures = enhance_files(inputs, FLAGS.out, lambda image: enhancer(image, FLAGS.exit),
-                             _taken, FLAGS.overwrite)
-    return 1 if failures else 0
+
+def enhance_inputs(inputs, enhancer):
+    """Enhances every input file into --out → the number of failed files."""
+    from rbqe_tf.batch import enhance_files
+    return enhance_files(inputs.files, FLAGS.out, lambda image: enhancer(image, FLAGS.exit),
+                         _taken, FLAGS.overwrite, FLAGS.format, FLAGS.quality)
 
 
 def _demo(enhancer):
@@ -84,8 +140,9 @@ def _demo(enhancer):
     from rbqe_tf.image_io import ImageError
     print(demo.HEADER)
     try:
-        rows = demo.run({FLAGS.codec: enhancer}, FLAGS.out, FLAGS.overwrite,
-                        exit=FLAGS.exit)
+        os.makedirs(FLAGS.out, exist_ok=True)
+        # The demo's file names are its own: a re-run replaces them (idempotent).
+        rows = demo.run({FLAGS.codec: enhancer}, FLAGS.out, overwrite=True, exit=FLAGS.exit)
     except (CodecError, ImageError, ValueError, OSError) as e:
         fail(str(e).splitlines()[0])
         return 1

@@ -72,23 +72,55 @@ def read_image(path):
     return image
 
 
-def write_image(path, image, overwrite=False):
+LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
+DEFAULT_QUALITY = 95
+"""JPEG/WebP quality when none is given (OpenCV's own default: JPEG 95, WebP lossless)."""
+
+
+def encoding_problem(image, ext):
+    """Why an image of this shape and type cannot be stored as ``ext`` without loss of
+    samples or channels (None if it can): JPEG holds 8-bit gray or RGB, WebP and BMP
+    8-bit samples, the PNM family no alpha (OpenCV would quietly drop or reduce them)."""
+    ext = ext.lower()
+    alpha = image.ndim == 3 and image.shape[2] == 4
+    if image.dtype != np.uint8 and ext in (".jpg", ".jpeg", ".webp", ".bmp"):
+        return f"{ext[1:]} holds 8-bit samples only, this image has {image.dtype.itemsize * 8}"
+    if alpha and ext in (".jpg", ".jpeg", ".ppm", ".pgm", ".pnm"):
+        return f"{ext[1:]} has no alpha channel"
+    return None
+
+
+def write_image(path, image, overwrite=False, quality=None):
     """Writes ``image`` (RGB(A)/gray, uint8/uint16) atomically: temp file, then rename.
 
-    Refuses to replace an existing file unless ``overwrite``; a crash never leaves
-    a half-written file at ``path``; the temp file's name is unique (``mkstemp``), so
-    processes writing into one folder never share one.
+    The format follows the extension (PNG without one); ``quality`` (1..100, default
+    :data:`DEFAULT_QUALITY`) applies to JPEG and WebP. Refuses to replace an existing
+    file unless ``overwrite``; a crash never leaves a half-written file at ``path``; the
+    temp file's name is unique (``mkstemp``), so processes writing into one folder
+    never share one.
     """
     cv2 = opencv()
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise ImageError(f"{path}: exists (use --overwrite to replace it)")
     ext = os.path.splitext(path)[1].lower() or ".png"
+    problem = encoding_problem(image, ext)
+    if problem:
+        raise ImageError(f"{path}: cannot write: {problem}")
+    quality = DEFAULT_QUALITY if quality is None else int(quality)
+    params = []
+    if ext in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    elif ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
     if image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     elif image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
-    ok, encoded = cv2.imencode(ext, image)
+    try:
+        ok, encoded = cv2.imencode(ext, image, params)
+    except cv2.error:
+        ok = False
     if not ok:
         raise ImageError(f"{path}: cannot encode image as {ext}")
     directory = os.path.dirname(os.path.abspath(path))
