@@ -30,10 +30,21 @@ def _run(path, feeds_by_name):
             for d in interpreter.get_output_details()}
 
 
+@pytest.fixture(scope="module")
+def graphs():
+    """tile → the tiny model's exit and stage graphs (traced once for the module)."""
+    cache = {}
+
+    def at(tile):
+        if tile not in cache:
+            cache[tile] = model_graphs(fixed_tile_model(tiny_model(), tile))
+        return cache[tile]
+    return at
+
+
 @pytest.mark.parametrize("name", ["exit_5", "stage_3"])
-def test_retiled_float_model_equals_the_native_conversion(tmp_path, name):
-    small = model_graphs(fixed_tile_model(tiny_model(), 64))[name]
-    large = model_graphs(fixed_tile_model(tiny_model(), 128))[name]
+def test_retiled_float_model_equals_the_native_conversion(tmp_path, graphs, name):
+    small, large = graphs(64)[name], graphs(128)[name]
     retiled_data, native_data = retile(convert(small, "fp32"), 2), convert(large, "fp32")
     (tmp_path / "retiled.tflite").write_bytes(retiled_data)
     (tmp_path / "native.tflite").write_bytes(native_data)
@@ -53,11 +64,11 @@ def test_retiled_float_model_equals_the_native_conversion(tmp_path, name):
         np.testing.assert_allclose(got[key], want[key], atol=1e-6)
 
 
-def test_retile_refuses_tile_dependent_ops_and_bad_factors():
+def test_retile_refuses_tile_dependent_ops_and_bad_factors(graphs):
     score = convert(score_graph("jpeg", 64), "fp32")  # patch grid via STRIDED_SLICE
     with pytest.raises(ValueError, match="STRIDED_SLICE"):
         retile(score, 2)
-    exit_1 = convert(model_graphs(fixed_tile_model(tiny_model(), 64))["exit_1"], "fp32")
+    exit_1 = convert(graphs(64)["exit_1"], "fp32")
     for factor in (0, 1.5):
         with pytest.raises(ValueError, match="positive integer"):
             retile(exit_1, factor)
