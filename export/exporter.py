@@ -20,7 +20,8 @@ from export.manifest import MANIFEST, read_manifest, sha256_file, tensor_entries
 from export.optimize import optimize
 from export.retile import retile
 from export.representative import compressed_patches, image_crops, ramp, stage_inputs
-from rbqe_tf.calibration import resolve_threshold
+from rbqe_tf.calibration import resolve_gain_rule, resolve_threshold
+from rbqe_tf.gain import load_predictor, predictor_path
 from rbqe_tf.levels import BLOCK_SIZE, CODECS, DEFAULT_LEVELS, PUBLISHED_THRESHOLDS
 from rbqe_tf.macs import macs_per_exit, macs_per_stage
 
@@ -73,6 +74,10 @@ class Exporter:
         self.model, self.tile, self.codecs, self.weights = model, tile, tuple(codecs), weights
         self.calib_tile = calib_tile
         self.thresholds = exit_thresholds(self.codecs, weights)
+        # The gain predictor (NumPy, float) travels as it is: int8 stages take the decision
+        # the float model takes, before any stage runs.
+        self.gain = {c: resolve_gain_rule(c, weights)[0] for c in self.codecs
+                     if weights and c == "jpeg" and load_predictor(weights) is not None}
         self.num_exits = model.rbqe_config.num_exits
         self.graphs = graphs or model_graphs(fixed_tile_model(model, tile))
         self.source = source
@@ -185,6 +190,12 @@ class Exporter:
             f"{len(val_comp)} validation ({time.perf_counter() - start:.0f} s)")
         files = self._convert_all(out, mode, calib_comp, log)
         manifest = self._manifest(mode, files, calib if needs_calib else None, val)
+        for codec, rule in self.gain.items():
+            name = f"gain_{codec}.npz"
+            with open(predictor_path(self.weights), "rb") as f:
+                _write_atomic(os.path.join(out, name), f.read())
+            manifest["gain"][codec] = {"path": name, "sha256": sha256_file(os.path.join(out, name)),
+                                       **rule}
         log(f"checking {len(files)} files against the Keras model on {len(val_comp)} "
             "validation patches…")
         start = time.perf_counter()
@@ -222,6 +233,7 @@ class Exporter:
             "num_exits": cfg.num_exits, "codecs": list(self.codecs),
             "thresholds": {c: tau for c, (tau, _) in self.thresholds.items()},
             "threshold_sources": {c: source for c, (_, source) in self.thresholds.items()},
+            "gain": {},  # codec → gain predictor file and rule (docs/decision.md)
             "block_size": {c: BLOCK_SIZE[c] for c in self.codecs},
             "model": {"config": cfg.to_dict(), "weights": self.weights and {
                 "path": os.path.basename(self.weights), "sha256": sha256_file(self.weights)}},

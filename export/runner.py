@@ -13,6 +13,9 @@ size; stages run tile by tile and exit by exit under the rule of
   and only time grows.
 - ``decision="tile"``: each tile exits on its own score; memory is one tile's
   features and nothing is re-run; seams may join different exits.
+- ``decision="gain"`` (the default where the export carries a gain predictor): the
+  float gain predictor (:mod:`rbqe_tf.gain`, NumPy) picks the exit — 0 leaves the image
+  as it is — before any stage runs, so int8 and float exports take the same exit.
 
 Colour images are enhanced on BT.601 Y with chroma and alpha kept
 (:func:`rbqe_tf.color.enhance_through_y`, NumPy only); 8/16-bit and float samples
@@ -29,8 +32,9 @@ from export.litert_model import Value, open_model
 from export.manifest import ManifestError, read_manifest
 from export.stages import iterate_stages
 from rbqe_tf import color
+from rbqe_tf.gain import GainPredictor, decide
 
-DECISIONS = ("image", "tile")
+DECISIONS = ("gain", "image", "tile")
 
 
 @dataclasses.dataclass
@@ -41,6 +45,7 @@ class RunResult:
     exits: list
     scores: list
     ms: float
+    gains: list = dataclasses.field(default_factory=list)  # predicted ΔPSNR per exit
 
     @property
     def exit(self):
@@ -56,15 +61,20 @@ class Runner:
     """Loads an export folder (checking every file's sha256) and enhances images."""
 
     def __init__(self, folder, codec=None, threshold=None, num_threads=2, xnnpack=True,
-                 delegate=None, overlap=None, decision="image", cache_mb=1024):
+                 delegate=None, overlap=None, decision=None, cache_mb=1024):
         manifest = read_manifest(folder)
         self.codec = codec or manifest["codecs"][0]
         if self.codec not in manifest["codecs"]:
             raise ManifestError(f"{folder}: exported for {', '.join(manifest['codecs'])}, "
                                 f"not {self.codec}")
+        self.gain = manifest.get("gain", {}).get(self.codec)
+        decision = decision or ("gain" if self.gain else "image")
         if decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
+        if decision == "gain" and not self.gain:
+            raise ManifestError(f"{folder}: no gain predictor for {self.codec} in this export")
         self.decision = decision
+        self.predictor = self.gain and _load_predictor(folder, self.gain)
         self.threshold = manifest["thresholds"][self.codec] if threshold is None else threshold
         self.tile, self.num_exits = manifest["tile"], manifest["num_exits"]
         self.block = manifest["block_size"][self.codec]
@@ -99,12 +109,31 @@ class Runner:
         return np.clip(out, 0.0, 1.0, out=out), exits, scores
 
     def __call__(self, image, exit=None):
-        """Enhances an image array (gray, RGB or RGBA; uint8, uint16 or float in [0, 1])."""
-        if exit is not None and not 1 <= exit <= self.num_exits:
-            raise ValueError(f"exit must be in 1..{self.num_exits}, got {exit}")
+        """Enhances an image array (gray, RGB or RGBA; uint8, uint16 or float in [0, 1]);
+        ``exit`` 0 leaves it as it is."""
+        if exit is not None and not 0 <= exit <= self.num_exits:
+            raise ValueError(f"exit must be in 0..{self.num_exits}, got {exit}")
         start = time.perf_counter()
-        out, exits, scores = color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
-        return RunResult(out, exits, scores, (time.perf_counter() - start) * 1e3)
+        gains = []
+        if exit is None and self.decision == "gain":
+            exit, gains = decide(self.predictor, self.gain, image)
+        if exit == 0:
+            color.luma(image)  # the same checks as an enhanced image gets
+            out, exits, scores = np.array(image, copy=True), [0], [[]]
+        else:
+            out, exits, scores = color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
+        return RunResult(out, exits, scores, (time.perf_counter() - start) * 1e3, gains)
+
+
+def _load_predictor(folder, entry):
+    """The export's gain predictor, its sha256 checked against the manifest."""
+    import os
+    from export.manifest import sha256_file
+    path = os.path.join(folder, entry["path"])
+    if not os.path.isfile(path) or sha256_file(path) != entry["sha256"]:
+        raise ManifestError(f"{path}: missing or changed (listed in the manifest); re-export")
+    with np.load(path) as data:
+        return GainPredictor({k: data[k].astype(np.float64) for k in data.files})
 
 
 def _feature_bytes(manifest):

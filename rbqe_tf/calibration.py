@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rbqe_tf.gain import choose_exits as choose_gain_exits
 from rbqe_tf.levels import PUBLISHED_THRESHOLDS
 
 NEVER_EXIT_EARLY = 1.01
@@ -160,6 +161,70 @@ def load_thresholds(weights_path):
     """Calibrated exit thresholds stored beside the weights: codec → τ ({} if none)."""
     return {codec: float(entry["threshold"])
             for codec, entry in read_thresholds_file(weights_path).items()}
+
+
+DEFAULT_GAIN_RULE = {"margin": 0.1, "tolerance": 0.05}
+"""Used when the weights carry a gain predictor but no calibrated rule."""
+GAIN_MARGINS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
+GAIN_TOLERANCES = np.round(np.arange(0.0, 0.3001, 0.01), 2)
+MAX_LIGHT_LOSS_DB = 0.05
+"""The gain rule's safety bound: no light input (QF ≥ 70, uncompressed) worse than this."""
+
+
+def gain_outcomes(gains, margin, tolerance, exit_psnr, input_psnr, exit_gmacs, gate_gmacs):
+    """(exit, PSNR, GMACs) per image under the gain rule; exit 0 keeps the input and costs
+    only the predictor (``gate_gmacs`` [N])."""
+    k = choose_gain_exits(gains, margin, tolerance)
+    rows, taken = np.arange(len(k)), np.maximum(k, 1) - 1
+    psnr = np.where(k == 0, input_psnr, np.asarray(exit_psnr)[rows, taken])
+    gmacs = np.asarray(gate_gmacs) + np.where(k == 0, 0.0, np.asarray(exit_gmacs)[rows, taken])
+    return k, psnr, gmacs
+
+
+GAIN_TIE_DB = 0.002
+"""Rules within this of the best mean ΔPSNR count as ties: the cheapest wins."""
+
+
+def calibrate_gain(gains, exit_psnr, input_psnr, exit_gmacs, gate_gmacs, light,
+                   max_light_loss_db=MAX_LIGHT_LOSS_DB, valid=None):
+    """The gain rule (margin, tolerance) for the ``valid`` images (bool [N], default all).
+
+    Among the grid points leaving no valid ``light`` image (bool [N]) worse than
+    ``max_light_loss_db``: those within :data:`GAIN_TIE_DB` of the highest mean ΔPSNR,
+    then the cheapest, then the largest margin (the safest of equals), then the smallest
+    tolerance. None if no grid point qualifies. JSON-ready."""
+    input_psnr = np.asarray(input_psnr, np.float64)
+    valid = np.ones(len(input_psnr), bool) if valid is None else np.asarray(valid, bool)
+    light = np.asarray(light, bool) & valid
+    points = []
+    for margin in GAIN_MARGINS:
+        for tolerance in GAIN_TOLERANCES:
+            k, psnr, gmacs = gain_outcomes(gains, margin, tolerance, exit_psnr, input_psnr,
+                                           exit_gmacs, gate_gmacs)
+            worst = float((psnr - input_psnr)[light].min()) if np.any(light) else 0.0
+            if worst >= -max_light_loss_db:
+                points.append({"margin": float(margin), "tolerance": float(tolerance),
+                               "mean_delta_psnr": float((psnr - input_psnr)[valid].mean()),
+                               "mean_gmacs": float(gmacs[valid].mean()),
+                               "mean_exit": float(k[valid].mean()), "num_valid": int(valid.sum()),
+                               "worst_light_delta_psnr": worst,
+                               "max_light_loss_db": max_light_loss_db})
+    if not points:
+        return None
+    best = max(p["mean_delta_psnr"] for p in points)
+    ties = [p for p in points if p["mean_delta_psnr"] >= best - GAIN_TIE_DB]
+    return min(ties, key=lambda p: (round(p["mean_gmacs"], 6), -p["margin"], p["tolerance"]))
+
+
+def resolve_gain_rule(codec, weights_path):
+    """({"margin", "tolerance"}, source): calibrated beside the weights ("calibrated") or
+    :data:`DEFAULT_GAIN_RULE` ("default")."""
+    entry = read_thresholds_file(weights_path).get(codec, {}) if weights_path else {}
+    rule = entry.get("gain")
+    if isinstance(rule, dict) and all(isinstance(rule.get(k), (int, float))
+                                      for k in DEFAULT_GAIN_RULE):
+        return {k: float(rule[k]) for k in DEFAULT_GAIN_RULE}, "calibrated"
+    return dict(DEFAULT_GAIN_RULE), "default"
 
 
 def resolve_threshold(codec, weights_path, threshold=None):

@@ -47,6 +47,30 @@ def enhance_through_y(image, enhance_y):
     channel at a time (a 50-megapixel image needs no float64 copies). The output
     has the input's shape and dtype (integers rounded).
     """
+    image, shape, scale, channel = _planes(image)
+    y = _luma(image, channel)
+    y_out, *extra = enhance_y(y)
+    out = np.empty_like(image)
+    if image.ndim == 2:
+        _store(out, y_out, scale)
+        return out.reshape(shape), *extra
+    delta = np.asarray(y_out, np.float32) - y
+    del y
+    for c in range(3):
+        _store(out[:, :, c], channel(c) + np.float32(_YCBCR_TO_RGB[c, 0]) * delta, scale)
+    out[:, :, 3:] = image[:, :, 3:]
+    return out, *extra
+
+
+def luma(image):
+    """The float32 Y [H, W] in [0, 1] that :func:`enhance_through_y` hands to ``enhance_y``."""
+    image, _, _, channel = _planes(image)
+    return _luma(image, channel)
+
+
+def _planes(image):
+    """Checked image → (image as 2-D or [H, W, 3|4], original shape, white value,
+    ``channel(c)``: float32 plane c in [0, 1], or the gray plane for ``c=None``)."""
     image = np.asarray(image)
     shape = image.shape
     if image.ndim == 3 and image.shape[2] == 1:
@@ -65,23 +89,16 @@ def enhance_through_y(image, enhance_y):
         plane = plane.astype(np.float32) / np.float32(scale)
         return np.clip(plane, 0.0, 1.0, out=plane) if floats else plane
 
+    return image, shape, scale, channel
+
+
+def _luma(image, channel):
     if image.ndim == 2:
-        y = channel()
-    else:
-        y = np.full(image.shape[:2], _OFFSET[0], np.float32)
-        for c in range(3):
-            y += np.float32(_RGB_TO_YCBCR[0, c]) * channel(c)
-    y_out, *extra = enhance_y(y)
-    out = np.empty_like(image)
-    if image.ndim == 2:
-        _store(out, y_out, scale)
-        return out.reshape(shape), *extra
-    delta = np.asarray(y_out, np.float32) - y
-    del y
+        return channel()
+    y = np.full(image.shape[:2], _OFFSET[0], np.float32)
     for c in range(3):
-        _store(out[:, :, c], channel(c) + np.float32(_YCBCR_TO_RGB[c, 0]) * delta, scale)
-    out[:, :, 3:] = image[:, :, 3:]
-    return out, *extra
+        y += np.float32(_RGB_TO_YCBCR[0, c]) * channel(c)
+    return y
 
 
 def _store(target, plane, scale):

@@ -1,9 +1,18 @@
 """Early-exit enhancement of images (the API behind ``python -m rbqe_tf.enhance``).
 
-Stages run in order; after exits 1..4 the output's Y, rounded to 8 bits, gets the
-blind quality score, and the first exit scoring ≥ the threshold is returned (else
-exit 5). The decision is per image. Colour images are enhanced on BT.601 Y with
-chroma and alpha kept; 8- and 16-bit samples are kept.
+Two decisions, per image (docs/decision.md):
+
+- ``"gain"`` (the default where the weights have a gain predictor beside them): before
+  any stage, :mod:`rbqe_tf.gain` predicts each exit's ΔPSNR from a cheap look at the
+  input; **exit 0** returns the image unchanged when no exit is predicted to gain the
+  calibrated margin, else the cheapest exit within the calibrated tolerance of the best
+  predicted one runs. Light inputs (JPEG QF ≥ 90, uncompressed) cost the look alone.
+- ``"score"`` (the paper's): stages run in order; after exits 1..4 the output's Y,
+  rounded to 8 bits, gets the blind quality score, and the first exit scoring ≥ the
+  threshold is returned (else exit 5).
+
+Colour images are enhanced on BT.601 Y with chroma and alpha kept; 8- and 16-bit
+samples are kept; an image left at exit 0 is returned as it came.
 
 Large images are processed in overlapping tiles (bounded memory, the rule of the
 TFLite runner's default ``decision="image"``, :func:`export.tiling.early_exit`): a
@@ -28,32 +37,50 @@ import tensorflow as tf
 
 from export import tiling
 from rbqe_tf import color, iqa
-from rbqe_tf.calibration import resolve_threshold
+from rbqe_tf.calibration import resolve_gain_rule, resolve_threshold
+from rbqe_tf.gain import decide, load_predictor
 from rbqe_tf.levels import BLOCK_SIZE, check_codec
-from rbqe_tf.model import iterate_stages, load_model
+from rbqe_tf.model import default_weights, iterate_stages, load_model
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 DEFAULT_CACHE_MB = 512  # 2 tiles of 512² at features=32 (≈ 209 MB each)
+DECISIONS = ("gain", "score")
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 @dataclasses.dataclass
 class EnhanceResult:
-    """An enhanced image with the exit taken, the scores checked, and the time."""
+    """An enhanced image with the exit taken (0: left as it was), the quality scores
+    checked (score decision), the predicted ΔPSNR per exit (gain decision), the time."""
 
     image: np.ndarray
     exit: int
     scores: list
     ms: float
+    gains: list = dataclasses.field(default_factory=list)
 
 
 class Enhancer:
     """Runs a model's stages with early exit; build once, call per image."""
 
     def __init__(self, model, codec="jpeg", threshold=None, tile=DEFAULT_TILE,
-                 overlap=DEFAULT_OVERLAP, cache_mb=DEFAULT_CACHE_MB):
+                 overlap=DEFAULT_OVERLAP, cache_mb=DEFAULT_CACHE_MB, decision=None,
+                 predictor=None, gain_rule=None):
+        """``predictor``: a :class:`rbqe_tf.gain.GainPredictor`; ``gain_rule``:
+        ``{"margin": dB, "tolerance": dB}`` (calibrated, :func:`resolve_gain_rule`);
+        ``decision``: "gain" or "score" (default: "gain" when a predictor is given)."""
         self.codec = check_codec(codec)
         self.threshold = iqa.DEFAULT_THRESHOLDS[codec] if threshold is None else threshold
+        self.decision = decision or ("gain" if predictor is not None else "score")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, "
+                             f"got {self.decision!r}")
+        if self.decision == "gain" and predictor is None:
+            raise ValueError("the gain decision needs a gain predictor (<weights>.gain.npz, "
+                             "python -m rbqe_tf.gain_fit)")
+        self.predictor = predictor
+        self.gain_rule = gain_rule or resolve_gain_rule(codec, None)[0]
         self.multiple = model.rbqe_config.size_multiple
         self.num_exits = model.rbqe_config.num_exits
         if tile % self.multiple or tile < self.multiple:
@@ -86,24 +113,61 @@ class Enhancer:
             BLOCK_SIZE[self.codec], self.threshold, self.num_exits, exit, keep=self.keep)
         return np.clip(out, 0.0, 1.0, out=out), exits[0], scores[0]
 
-    def __call__(self, image, exit=None):
-        """Enhances an image array (gray, RGB or RGBA; uint8, uint16 or float in [0, 1])."""
-        if exit is not None and not 1 <= exit <= self.num_exits:
-            raise ValueError(f"exit must be in 1..{self.num_exits}, got {exit}")
+    @classmethod
+    def from_weights(cls, weights=None, codec="jpeg", threshold=None, decision=None,
+                     **tiling_options):
+        """An Enhancer for a ``.keras`` file (default: the model shipped for ``codec``)
+        with what is calibrated beside it: threshold, gain predictor and rule."""
+        weights = weights or default_weights(codec)
+        threshold, _ = resolve_threshold(codec, weights, threshold)
+        predictor = load_predictor(weights) if decision != "score" else None
+        return cls(load_model(weights), codec, threshold, decision=decision,
+                   predictor=predictor, gain_rule=resolve_gain_rule(codec, weights)[0],
+                   **tiling_options)
+
+    def __call__(self, image, exit=None, channel_order="rgb"):
+        """Enhances an image array (gray, RGB or RGBA; uint8, uint16 or float in [0, 1]).
+
+        ``exit``: force one (0 = leave the image as it is); ``channel_order``: "rgb", or
+        "bgr" for OpenCV arrays (the result comes back in the same order)."""
+        if exit is not None and not 0 <= exit <= self.num_exits:
+            raise ValueError(f"exit must be in 0..{self.num_exits}, got {exit}")
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         start = time.perf_counter()
-        out, k, scores = color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
-        return EnhanceResult(out, k, scores, (time.perf_counter() - start) * 1e3)
+        bgr = channel_order == "bgr" and np.ndim(image) == 3 and np.shape(image)[2] in (3, 4)
+        if bgr:
+            image = _swap_red_blue(image)
+        gains = []
+        if exit is None and self.decision == "gain":
+            exit, gains = decide(self.predictor, self.gain_rule, image)
+        if exit == 0:
+            color.luma(image)  # the same checks as an enhanced image gets
+            out, k, scores = np.array(image, copy=True), 0, []
+        else:
+            out, k, scores = color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
+        if bgr:
+            out = _swap_red_blue(out)
+        return EnhanceResult(out, k, scores, (time.perf_counter() - start) * 1e3, gains)
 
 
-def enhance(image, model, codec="jpeg", threshold=None, exit=None, **tiling_options):
-    """Enhances ``image`` with ``model`` (an RBQE model or a ``.keras`` path).
+def _swap_red_blue(image):
+    image = np.asarray(image)
+    return np.concatenate([image[..., 2::-1], image[..., 3:]], -1)
 
-    The threshold defaults to the one calibrated beside a ``.keras`` path, else the
-    paper's. ``tiling_options``: ``tile``, ``overlap``, ``cache_mb`` of
-    :class:`Enhancer`. Returns an :class:`EnhanceResult`. For many images build an
-    :class:`Enhancer` once.
+
+def enhance(image, model=None, codec="jpeg", threshold=None, exit=None, decision=None,
+            channel_order="rgb", **tiling_options):
+    """Enhances ``image`` (an array, RGB by default) with the shipped model for ``codec``.
+
+    ``model``: another ``.keras`` path (its calibration beside it is used) or a built
+    RBQE model (score decision at ``threshold``, else the paper's). ``tiling_options``:
+    ``tile``, ``overlap``, ``cache_mb`` of :class:`Enhancer`. Returns an
+    :class:`EnhanceResult`. For many images build an :class:`Enhancer` once
+    (:meth:`Enhancer.from_weights`).
     """
-    if isinstance(model, (str, os.PathLike)):
-        threshold, _ = resolve_threshold(codec, model, threshold)
-        model = load_model(model)
-    return Enhancer(model, codec, threshold, **tiling_options)(image, exit)
+    if model is None or isinstance(model, (str, os.PathLike)):
+        enhancer = Enhancer.from_weights(model, codec, threshold, decision, **tiling_options)
+    else:
+        enhancer = Enhancer(model, codec, threshold, decision=decision, **tiling_options)
+    return enhancer(image, exit, channel_order)

@@ -20,10 +20,11 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from rbqe_tf import iqa, metrics
-from rbqe_tf.calibration import (RULES, best_index, choose_exits, knee_index, max_loss_index,
-                                 sweep)
+from rbqe_tf import gain
+from rbqe_tf.calibration import (RULES, best_index, calibrate_gain, choose_exits, gain_outcomes,
+                                 knee_index, max_loss_index, sweep)
 from rbqe_tf.image_io import ImageError
-from rbqe_tf.levels import BLOCK_SIZE, check_codec
+from rbqe_tf.levels import BLOCK_SIZE, UNCOMPRESSED, check_codec
 from rbqe_tf.macs import macs_per_stage
 from rbqe_tf.model import iterate_stages
 
@@ -50,6 +51,9 @@ class Record:
     stage_ms: np.ndarray
     score_ms: np.ndarray  # E−1: the scores the exit rule computes
     stage_gmacs: np.ndarray
+    predicted_gain: np.ndarray = None  # [E] dB, with a gain predictor
+    gate_gmacs: float = 0.0  # the predictor's cost
+    gt_jpeg_derived: bool = False  # the ground truth itself was JPEG-coded (gain.jpeg_derived)
 
 
 def full_reference(gt, image, block_size):
@@ -66,8 +70,9 @@ def to_uint8(y):
 class Evaluator:
     """Runs a model's stages on compressed Y planes and measures every exit."""
 
-    def __init__(self, model, codec):
+    def __init__(self, model, codec, predictor=None):
         self.codec = check_codec(codec)
+        self.predictor = predictor
         self.block_size = BLOCK_SIZE[codec]
         self.model = model
         self.multiple = model.rbqe_config.size_multiple
@@ -109,14 +114,18 @@ class Evaluator:
         exits = np.array([full_reference(gt, o, self.block_size) for o in outputs])
         inputs = full_reference(gt, decoded, self.block_size)
         input_score = float(iqa.quality_score(decoded[None, :, :, None] / 255.0, self.codec)[0])
+        predicted = None if self.predictor is None else self.predictor(decoded)
+        if self.predictor is not None and predicted is None:  # no whole 8×8 block: exit 0
+            predicted = np.full(len(outputs), -np.inf)
         return Record(name, level, *inputs, input_score, exits[:, 0], exits[:, 1],
                       exits[:, 2], np.array(scores), np.array(stage_ms),
-                      np.array(score_ms[:-1]), self._stage_gmacs[size])
+                      np.array(score_ms[:-1]), self._stage_gmacs[size], predicted,
+                      gain.gate_gmacs(*decoded.shape), gain.jpeg_derived(gt))
 
 
-def measure(model, sources, codec, progress=True):
+def measure(model, sources, codec, progress=True, predictor=None):
     """Measures every source at every level → (records, skipped one-line reasons)."""
-    evaluator = Evaluator(model, codec)
+    evaluator = Evaluator(model, codec, predictor)
     records, skipped = [], []
     for source in tqdm(sources, unit="image", disable=not progress):
         try:
@@ -206,12 +215,76 @@ def figures(records, threshold):
     }
 
 
-def summarize(records, threshold):
-    """``{"levels": {"<level>": figures}, "overall": figures}`` at ``threshold``."""
+def gain_figures(records, rule, codec="jpeg"):
+    """The gain decision's figures for ``records`` (all with predicted gains) under
+    ``rule`` {"margin", "tolerance"}, beside the per-image oracle (best of exits 0..E,
+    the cheapest such exit) and the predictor's error."""
+    a = Arrays.stack(records)
+    predicted = np.array([r.predicted_gain for r in records], np.float64)
+    gate = np.array([r.gate_gmacs for r in records])
+    k, psnr, gmacs = gain_outcomes(predicted, rule["margin"], rule["tolerance"], a.exit_psnr,
+                                   a.input_psnr, a.exit_gmacs, gate)
+    with_input = np.concatenate([a.input_psnr[:, None], a.exit_psnr], 1)
+    oracle = np.argmax(with_input >= with_input.max(1, keepdims=True), 1)
+    rows = np.arange(len(k))
+    oracle_gmacs = np.concatenate([np.zeros((len(k), 1)), a.exit_gmacs], 1)[rows, oracle] + gate
+    measured = np.maximum(a.exit_psnr - a.input_psnr[:, None], gain.LABEL_FLOOR_DB)
+    finite = np.isfinite(predicted).all(1)
+    ok = np.array([is_measurable(r, codec) for r in records])
+    delta = psnr - a.input_psnr
+    return {"margin": rule["margin"], "tolerance": rule["tolerance"],
+            "delta_psnr": float(np.mean(delta)),
+            "worst_delta_psnr": float(np.min(delta)),
+            "num_measurable": int(ok.sum()),
+            "measurable_delta_psnr": float(np.mean(delta[ok])) if ok.any() else None,
+            "measurable_worst_delta_psnr": float(np.min(delta[ok])) if ok.any() else None,
+            "mean_gmacs": float(gmacs.mean()), "mean_exit": float(k.mean()),
+            "exit_histogram": [int(c) for c in np.bincount(k, minlength=a.exit_psnr.shape[1] + 1)],
+            "oracle_delta_psnr": float(np.mean(with_input[rows, oracle] - a.input_psnr)),
+            "oracle_gmacs": float(oracle_gmacs.mean()),
+            "oracle_histogram": [int(c) for c in np.bincount(oracle,
+                                                             minlength=a.exit_psnr.shape[1] + 1)],
+            "predictor_mae_db": float(np.abs(predicted[finite] - measured[finite]).mean())
+            if finite.any() else None,
+            "predictor_spearman": spearman(predicted[finite].ravel(), measured[finite].ravel())
+            if finite.sum() > 1 else None}
+
+
+def summarize(records, threshold, gain_rule=None, codec="jpeg"):
+    """``{"levels": {"<level>": figures}, "overall": figures}`` at ``threshold``; with
+    ``gain_rule`` and predicted gains, each figures dict also has ``gain_decision``."""
     levels = sorted({r.level for r in records})
-    return {"levels": {str(lv): figures([r for r in records if r.level == lv], threshold)
-                       for lv in levels},
-            "overall": figures(records, threshold)}
+
+    def group(rs):
+        f = figures(rs, threshold)
+        if gain_rule is not None and rs[0].predicted_gain is not None:
+            f["gain_decision"] = gain_figures(rs, gain_rule, codec)
+        return f
+
+    return {"levels": {str(lv): group([r for r in records if r.level == lv]) for lv in levels},
+            "overall": group(records)}
+
+
+def is_light(level, codec):
+    """Light inputs, which the gain rule must not make worse: uncompressed, JPEG QF ≥ 70."""
+    return level == UNCOMPRESSED or (codec == "jpeg" and level >= 70)
+
+
+def is_measurable(record, codec):
+    """False for a light input of a JPEG-derived ground truth (``gt_jpeg_derived``): against
+    it, an exit that removes the original coding's artefacts counts as a loss."""
+    return not (record.gt_jpeg_derived and is_light(record.level, codec))
+
+
+def calibrate_gain_rule(records, codec):
+    """The calibrated gain rule over the measurable ``records``
+    (:func:`rbqe_tf.calibration.calibrate_gain`, :func:`is_measurable`)."""
+    a = Arrays.stack(records)
+    return calibrate_gain(np.array([r.predicted_gain for r in records], np.float64),
+                          a.exit_psnr, a.input_psnr, a.exit_gmacs,
+                          np.array([r.gate_gmacs for r in records]),
+                          np.array([is_light(r.level, codec) for r in records]),
+                          valid=np.array([is_measurable(r, codec) for r in records]))
 
 
 def spearman(a, b):

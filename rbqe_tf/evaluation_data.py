@@ -14,7 +14,7 @@ from datasets.codecs import (HEVC_QP_RANGE, JPEG_QUALITY_RANGE, CodecError, comp
 from datasets.manifest import manifest_path, read_manifest
 from datasets.sources import LOSSLESS_SUFFIXES, list_sources, stem_of, to_y
 from rbqe_tf.image_io import ImageError, read_image
-from rbqe_tf.levels import DEFAULT_LEVELS, check_codec
+from rbqe_tf.levels import DEFAULT_LEVELS, UNCOMPRESSED, check_codec
 
 LEVEL_RANGE = {"jpeg": JPEG_QUALITY_RANGE, "hevc": HEVC_QP_RANGE}
 MIN_SIDE = 11  # the SSIM window
@@ -33,10 +33,14 @@ class Source:
 
 
 def parse_levels(codec, levels):
-    """Levels as given (strings or ints) → sorted unique ints in the codec's range."""
+    """Levels as given (strings or ints) → sorted unique ints in the codec's range;
+    "none" is the uncompressed input (``UNCOMPRESSED``)."""
     lo, hi = LEVEL_RANGE[check_codec(codec)]
     parsed = set()
     for level in levels:
+        if str(level).strip().lower() == "none" or level == UNCOMPRESSED:
+            parsed.add(UNCOMPRESSED)
+            continue
         try:
             value = int(str(level).strip())
         except ValueError:
@@ -81,10 +85,15 @@ def find_sources(data_dir, codec, levels=None):
     return levels, sources, skipped
 
 
+def make_input(codec, gt, level):
+    """The decoded input of uint8 Y ``gt`` at ``level`` (``UNCOMPRESSED``: ``gt`` itself)."""
+    return gt if level == UNCOMPRESSED else compress(codec, gt, level)[0]
+
+
 def _compressed_source(path, codec, levels):
     gt = _checked(to_y(read_image(path)), path)
     try:
-        return gt, {level: compress(codec, gt, level)[0] for level in levels}
+        return gt, {level: make_input(codec, gt, level) for level in levels}
     except CodecError as e:
         raise ImageError(f"{path}: {e}") from None
 

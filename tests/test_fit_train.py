@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import fit_train  # noqa: E402
 import pack_train_data  # noqa: E402
-from rbqe_tf.levels import exit_weights  # noqa: E402
+from rbqe_tf.levels import LIGHT_EXIT_WEIGHTS, exit_weights, severity  # noqa: E402
 
 
 def _gt_source(tmp_path):
@@ -44,10 +44,11 @@ def test_jpeg_patches_are_opencv_jpeg_at_their_severity(tmp_path):
     sampler = fit_train.PatchSampler(list(planes.values()), [], "jpeg", 64, 4)
     rng = np.random.default_rng(3)
     for _ in range(6):
-        comp, gt, sev = sampler._jpeg(rng)
-        qf = round(50 - 10 * sev)
-        ok, data = cv2.imencode(".jpg", gt, [cv2.IMWRITE_JPEG_QUALITY, qf])
-        np.testing.assert_array_equal(comp, cv2.imdecode(data, cv2.IMREAD_UNCHANGED))
+        comp, gt, weights = sampler._jpeg(rng)
+        matches = [qf for qf in range(10, 51) if np.array_equal(comp, cv2.imdecode(
+            cv2.imencode(".jpg", gt, [cv2.IMWRITE_JPEG_QUALITY, qf])[1], cv2.IMREAD_UNCHANGED))]
+        assert matches, "not an OpenCV JPEG at QF 10..50"
+        np.testing.assert_allclose(weights, exit_weights(severity("jpeg", matches[0])))
         assert any(_find(gt, plane) for plane in planes.values())
     x, y = sampler(0)
     assert x.shape == (4, 64, 64, 1) and y.shape == (4, 64, 64, 6)
@@ -55,11 +56,41 @@ def test_jpeg_patches_are_opencv_jpeg_at_their_severity(tmp_path):
     np.testing.assert_array_equal(y[:, 5, 7, 1:], y[:, 0, 0, 1:])  # weights fill the patch
 
 
+def test_light_patches_leave_the_input_alone(tmp_path):
+    """--light: uncompressed (input = target), QF 51..100 and re-saved patches, weighted
+    LIGHT_EXIT_WEIGHTS unless the first pass was heavy; no draw at all when off."""
+    planes = list(pack_train_data.pack_gt(_gt_source(tmp_path), tmp_path / "pack").values())
+    sampler = fit_train.PatchSampler(planes, [], "jpeg", 64, 4, light=1.0)
+    rng = np.random.default_rng(5)
+    kinds = set()
+    for _ in range(40):
+        comp, gt, weights = sampler._jpeg(rng)
+        if np.array_equal(comp, gt):
+            kinds.add("uncompressed")
+        elif any(np.array_equal(comp, cv2.imdecode(cv2.imencode(
+                ".jpg", gt, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_UNCHANGED))
+                for q in range(51, 101)):
+            kinds.add("single")
+        else:
+            kinds.add("resaved")
+        light = np.allclose(weights, LIGHT_EXIT_WEIGHTS)
+        heavy_first = any(np.allclose(weights, exit_weights(severity("jpeg", q)))
+                          for q in range(10, 51))
+        assert light or (heavy_first and "resaved" in kinds), weights
+    assert kinds == {"uncompressed", "single", "resaved"}
+    off = fit_train.PatchSampler(planes, [], "jpeg", 64, 4)
+    on = fit_train.PatchSampler(planes, [], "jpeg", 64, 4, light=1e-9)
+    assert not np.array_equal(off(0)[0], on(0)[0])  # a draw when on, even if never light
+    np.testing.assert_array_equal(off(0)[0], fit_train.PatchSampler(planes, [], "jpeg", 64, 4,
+                                                                    light=0.0)(0)[0])
+
+
 def test_low_qf_share_and_relative_weights(tmp_path):
     planes = list(pack_train_data.pack_gt(_gt_source(tmp_path), tmp_path / "pack").values())
     low = fit_train.PatchSampler(planes, [], "jpeg", 64, 4, low_qf=1.0)
     rng = np.random.default_rng(4)
-    assert all(low._jpeg(rng)[2] >= 3.0 for _ in range(20))  # QF <= 20 <=> severity >= 3
+    # QF <= 20 <=> severity >= 3 <=> exit 2's weight has reached the table's 0.5
+    assert all(low._jpeg(rng)[2][1] == 0.5 for _ in range(20))
     plain = fit_train.PatchSampler(planes, [], "jpeg", 64, 4)
     relative = fit_train.PatchSampler(planes, [], "jpeg", 64, 4, relative_eps=1e-5)
     (x, y), (xr, yr) = plain(7), relative(7)
@@ -100,8 +131,9 @@ def test_pack_and_hevc_patches_are_grid_aligned_crops(tmp_path):
     sampler = fit_train.PatchSampler(list(gt.values()), crops, "hevc", 32, 2)
     rng = np.random.default_rng(5)
     for _ in range(8):
-        comp, target, sev = sampler._hevc(rng)
-        qp = round(22 + 5 * sev)
+        comp, target, weights = sampler._hevc(rng)
+        qp = next(q for q in (22, 27, 32, 37, 42)
+                  if np.allclose(weights, exit_weights(severity("hevc", q))))
         for (crop_gt, decoded) in crops:
             offsets = _find(np.ascontiguousarray(target), crop_gt)
             if offsets and (decoded[qp][offsets[0][0]:, offsets[0][1]:][:32, :32] == comp).all():

@@ -221,3 +221,42 @@ def test_cli_usage_errors(root, tmp_path, capsys):
     assert run.main([str(image), "--models", folder, "--out", str(tmp_path),
                      "--overlap", "12"]) == 2
     assert "overlap must be a multiple of 8" in capsys.readouterr().err
+
+
+def _with_gain(folder, dest, bias, rule):
+    """A copy of export ``folder`` carrying a constant gain predictor (as the exporter
+    writes it for weights with ``<weights>.gain.npz`` beside them)."""
+    from export.manifest import sha256_file, write_manifest
+    from rbqe_tf import gain
+    shutil.copytree(folder, dest)
+    n = gain.NUM_FEATURES
+    gain.GainPredictor({"mean": np.zeros(n), "scale": np.ones(n), "w0": np.zeros((n, 2)),
+                        "b0": np.zeros(2), "w1": np.zeros((2, 5)),
+                        "b1": np.array(bias, float)}).save(os.path.join(dest, "gain_jpeg.npz"))
+    manifest = json.load(open(os.path.join(dest, "manifest.json")))
+    manifest["gain"] = {"jpeg": {"path": "gain_jpeg.npz",
+                                 "sha256": sha256_file(os.path.join(dest, "gain_jpeg.npz")),
+                                 **rule}}
+    write_manifest(dest, {k: v for k, v in manifest.items()
+                          if k not in ("format", "format_version")})
+    return str(dest)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8_full_int8_io"])
+def test_gain_decision_in_the_runner(root, tmp_path, mode):
+    image = _image((61, 53, 3), seed=5)
+    rule = {"margin": 0.1, "tolerance": 0.05}
+    leave = Runner(_with_gain(export_tiny(mode, root), tmp_path / "a", [-1.0] * 5, rule))
+    assert leave.decision == "gain"
+    kept = leave(image)
+    assert kept.exit == 0 and kept.gains == [-1.0] * 5
+    np.testing.assert_array_equal(kept.image, image)
+    pick = Runner(_with_gain(export_tiny(mode, root), tmp_path / "b",
+                             [0.2, 0.5, 0.52, 0.3, 0.1], rule))
+    chosen = pick(image)
+    assert chosen.exit == 2  # 0.5 is within 0.05 dB of the best (0.52)
+    np.testing.assert_array_equal(chosen.image, pick(image, exit=2).image)
+    os.remove(os.path.join(tmp_path / "b", "gain_jpeg.npz"))
+    with pytest.raises(ManifestError, match="gain_jpeg.npz: missing or changed"):
+        Runner(str(tmp_path / "b"))
+    assert Runner(export_tiny(mode, root)).decision == "image"  # no predictor: the score

@@ -45,3 +45,34 @@ def test_qf10_shipped_sample_gains(enhancer, name, floor):
 
 def test_shipped_jpeg_model_has_a_calibrated_threshold():
     assert 0.0 < load_thresholds(default_weights("jpeg"))["jpeg"] < 1.0
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped model with everything calibrated beside it (the gain decision)."""
+    return Enhancer.from_weights()
+
+
+def _gain_through_the_decision(enhancer, gt, level):
+    from rbqe_tf.evaluation_data import make_input
+    x = make_input("jpeg", gt, level)
+    result = enhancer(x)
+    if result.exit == 0:
+        np.testing.assert_array_equal(result.image, x)
+        return 0.0, 0
+    return metrics.psnr(gt, result.image) - metrics.psnr(gt, x), result.exit
+
+
+@pytest.mark.parametrize("name", ["camera", "chelsea", "coins"])
+def test_light_inputs_are_left_alone(shipped, name):
+    """Blind means safe: QF 95 and the uncompressed photo come back no worse than −0.05 dB."""
+    assert shipped.decision == "gain"
+    gt = reference_images()[name]
+    for level in (95, -1):
+        gain, exit = _gain_through_the_decision(shipped, gt, level)
+        assert exit == 0 or gain >= -0.05, f"{name} level {level}: exit {exit} {gain:+.3f} dB"
+
+
+def test_heavy_input_still_gains_through_the_decision(shipped):
+    gain, exit = _gain_through_the_decision(shipped, reference_images()["coins"], 10)
+    assert exit >= 1 and gain >= 1.0, f"exit {exit} {gain:+.3f} dB"

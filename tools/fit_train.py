@@ -10,6 +10,10 @@ any Keras backend (``KERAS_BACKEND=jax`` on a GPU), with NumPy + OpenCV data onl
   compressed by OpenCV (``datasets.codecs.compress_jpeg``) at a quality factor drawn
   uniformly from 10..50 (or, for a ``--low_qf`` share of patches, from 10..20,
   ``rbqe_tf.levels.LOW_QF_MAX``), so the 8×8 grid sits at the patch origin;
+* light JPEG (``--light`` share of JPEG patches, beyond the paper): a quarter
+  uncompressed (target = input), half at a quality factor from 51..100, a quarter
+  re-saved (QF 10..100, then again at 51..100, as re-uploaded images are), with every
+  exit weighted ``rbqe_tf.levels.LIGHT_EXIT_WEIGHTS`` unless the first pass was heavy;
 * HEVC: pre-coded crops (``--hevc DIR``: ``index.json`` naming each crop's ground-truth
   file and offset, ``NNNN_qpQ.png`` its x265 decodes as made by ``datasets.codecs``);
   patches are cut at offsets that are multiples of 4 (the HEVC grid);
@@ -55,7 +59,8 @@ from keras import ops  # noqa: E402
 from datasets.codecs import compress_jpeg  # noqa: E402
 from datasets.sources import to_y  # noqa: E402
 from rbqe_tf.image_io import ImageError, read_image  # noqa: E402
-from rbqe_tf.levels import DEFAULT_LEVELS, LOW_QF_MAX, exit_weights, severity  # noqa: E402
+from rbqe_tf.levels import (DEFAULT_LEVELS, LIGHT_EXIT_WEIGHTS, LIGHT_QF_MIN,  # noqa: E402
+                            LOW_QF_MAX, exit_weights, severity)
 from rbqe_tf.model import WeightsError, build_model, load_model  # noqa: E402
 
 FINAL_LR_RATIO = 0.01
@@ -93,9 +98,9 @@ class PatchSampler:
     (target, then the patch's exit weights broadcast over the patch)."""
 
     def __init__(self, gt_planes, hevc_crops, codec, patch, batch, seed=0, low_qf=0.0,
-                 relative_eps=0.0):
+                 relative_eps=0.0, light=0.0):
         self.patch, self.batch, self.seed, self.codec = patch, batch, seed, codec
-        self.low_qf, self.relative_eps = low_qf, relative_eps
+        self.low_qf, self.relative_eps, self.light = low_qf, relative_eps, light
         self.planes = [p for p in gt_planes if min(p.shape) >= patch]
         if not self.planes:
             raise ValueError(f"no ground-truth image is at least {patch}x{patch}")
@@ -110,16 +115,31 @@ class PatchSampler:
         y0 = rng.integers(0, im.shape[0] - self.patch + 1)
         x0 = rng.integers(0, im.shape[1] - self.patch + 1)
         gt = np.ascontiguousarray(im[y0:y0 + self.patch, x0:x0 + self.patch])
+        if self.light and rng.random() < self.light:  # no draw when off
+            return self._light(rng, gt)
         low = self.low_qf and rng.random() < self.low_qf  # no draw when off
         qf = int(rng.integers(QF_MIN, (LOW_QF_MAX if low else QF_MAX) + 1))
-        return compress_jpeg(gt, qf)[0], gt, severity("jpeg", qf)
+        return compress_jpeg(gt, qf)[0], gt, exit_weights(severity("jpeg", qf))
+
+    @staticmethod
+    def _light(rng, gt):
+        kind = rng.random()
+        if kind < 0.25:
+            return gt, gt, LIGHT_EXIT_WEIGHTS
+        qf = int(rng.integers(LIGHT_QF_MIN, 101))
+        if kind < 0.75:
+            return compress_jpeg(gt, qf)[0], gt, LIGHT_EXIT_WEIGHTS
+        first = int(rng.integers(QF_MIN, 101))
+        weights = LIGHT_EXIT_WEIGHTS if first >= LIGHT_QF_MIN else exit_weights(
+            severity("jpeg", first))
+        return compress_jpeg(compress_jpeg(gt, first)[0], qf)[0], gt, weights
 
     def _hevc(self, rng):
         gt, decoded = self.hevc[rng.integers(len(self.hevc))]
         qp = list(decoded)[rng.integers(len(decoded))]
         y0, x0 = (4 * rng.integers(0, (s - self.patch) // 4 + 1) for s in gt.shape)
         box = np.s_[y0:y0 + self.patch, x0:x0 + self.patch]
-        return decoded[qp][box], gt[box], severity("hevc", qp)
+        return decoded[qp][box], gt[box], exit_weights(severity("hevc", qp))
 
     def __call__(self, index):
         rng = np.random.default_rng([self.seed, index])
@@ -127,14 +147,14 @@ class PatchSampler:
         y = np.empty((self.batch, self.patch, self.patch, 6), np.float32)
         for b in range(self.batch):
             use_hevc = self.codec == "hevc" or (self.codec == "both" and rng.random() < 0.5)
-            comp, gt, sev = self._hevc(rng) if use_hevc else self._jpeg(rng)
+            comp, gt, weights = self._hevc(rng) if use_hevc else self._jpeg(rng)
             t = int(rng.integers(8))
             comp, gt = np.rot90(comp, t % 4), np.rot90(gt, t % 4)
             if t >= 4:
                 comp, gt = comp[:, ::-1], gt[:, ::-1]
             x[b, ..., 0] = comp / 255.0
             y[b, ..., 0] = gt / 255.0
-            y[b, ..., 1:] = exit_weights(sev)
+            y[b, ..., 1:] = weights
             if self.relative_eps:
                 y[b, ..., 1:] /= np.mean(np.square(x[b] - y[b, ..., :1])) + self.relative_eps
         return x, y
@@ -245,6 +265,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--low_qf", type=float, default=0.0,
                    help="share of JPEG patches with a quality factor from 10..20 (else 10..50)")
+    p.add_argument("--light", type=float, default=0.0,
+                   help="share of JPEG patches that are light: uncompressed, QF 51..100 or "
+                        "re-saved (every exit weighted to leave them as they are)")
     p.add_argument("--relative_eps", type=float, default=0.0,
                    help="if > 0, divide each patch's loss by its input MSE + this: every "
                         "level counts by its relative error (≈ ΔPSNR), not its absolute MSE")
@@ -261,7 +284,7 @@ def main(argv=None):
         gt = load_gt(a.gt)
         hevc = load_hevc(a.hevc, gt) if a.hevc else []
         sampler = PatchSampler(list(gt.values()), hevc, a.codec, a.patch, a.batch, a.seed,
-                               a.low_qf, a.relative_eps)
+                               a.low_qf, a.relative_eps, a.light)
         model = load_model(a.init) if a.init else build_model(a.variant)
         if not 1 <= a.train_from_stage <= len(model.outputs):
             raise ValueError(f"--train_from_stage {a.train_from_stage} is outside "

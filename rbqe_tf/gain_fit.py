@@ -1,0 +1,205 @@
+"""``python -m rbqe_tf.gain_fit``: train the gain predictor of a JPEG model (exit 0 and the gain decision).
+
+    python -m rbqe_tf.gain_fit --weights rbqe_tf/weights/rbqe_jpeg.keras \\
+        --data ../shared/data/train --run_dir runs/gain [--crops 1200] [--variants 5]
+
+Labels: crops of the training images (8-aligned, so the JPEG grid is the crop's; colour
+images stay colour and are coded as OpenCV's 4:2:0 colour JPEG, as cameras do) are made
+into inputs a blind tool meets — JPEG at a quality factor drawn from 10..100, a re-saved
+JPEG (a second pass at 50..100) or the uncompressed crop — and the network runs all its
+exits on their Y (:func:`rbqe_tf.color.luma`, as the ``Enhancer`` sees it); each exit's label is its ΔPSNR over the input (8-bit outputs,
+clipped below at ``gain.LABEL_FLOOR_DB``: an uncompressed input has no finite PSNR).
+Features are :func:`rbqe_tf.gain.features`. The head (standardisation, one hidden layer)
+is fitted by full-batch Adam on MSE; a held-out tenth of the crops reports its error
+before the final fit on all of them. Labels are cached in the run folder (``labels.npz``),
+so a re-fit does not re-run the network. Writes ``<weights>.gain.npz`` beside the weights
+(``--out`` elsewhere) and ``report.json`` in the run folder.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from rbqe_tf.cli import fail, import_tensorflow_quietly
+
+CROP_SIZES = (192, 128)  # the largest that fits the image
+HIDDEN = 64
+QF_RANGE = (10, 100)
+RESAVE_QF = (50, 100)
+KINDS = {"jpeg": 0.75, "resaved": 0.15, "uncompressed": 0.10}
+
+
+def jpeg(image, quality):
+    """OpenCV JPEG round trip of a gray or RGB uint8 image (colour: 4:2:0, OpenCV's default)."""
+    import cv2
+    bgr = image[..., ::-1] if image.ndim == 3 else image
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return decoded[..., ::-1] if image.ndim == 3 else decoded
+
+
+def draw_inputs(gt, rng, variants):
+    """``variants`` inputs made from crop ``gt`` (gray or RGB) → [(kind, level, uint8 input)]."""
+    out = []
+    for kind in rng.choice(list(KINDS), variants, p=list(KINDS.values())):
+        if kind == "uncompressed":
+            out.append((kind, 0, gt))
+            continue
+        qf = int(rng.integers(QF_RANGE[0], QF_RANGE[1] + 1))
+        image = jpeg(gt, qf)
+        if kind == "resaved":
+            image = jpeg(image, int(rng.integers(RESAVE_QF[0], RESAVE_QF[1] + 1)))
+        out.append((kind, qf, image))
+    return out
+
+
+def crops(data_dirs, count, rng):
+    """``count`` 8-aligned ground-truth crops (uint8 gray or RGB), images drawn by area."""
+    from datasets.sources import list_sources
+    from rbqe_tf.image_io import read_image
+    planes = [read_image(p) for d in data_dirs for p in list_sources(d)]
+    planes = [p[..., :3] if p.ndim == 3 else p for p in planes
+              if p.dtype == np.uint8 and min(p.shape[:2]) >= CROP_SIZES[-1]]
+    if not planes:
+        raise ValueError(f"no image of at least {CROP_SIZES[-1]}² pixels in {', '.join(data_dirs)}")
+    area = np.array([p.shape[0] * p.shape[1] for p in planes], np.float64)
+    for i in rng.choice(len(planes), count, p=area / area.sum()):
+        plane = planes[i]
+        size = next(s for s in CROP_SIZES if min(plane.shape[:2]) >= s)
+        y0, x0 = (8 * rng.integers(0, (n - size) // 8 + 1) for n in plane.shape[:2])
+        yield plane[y0:y0 + size, x0:x0 + size]
+
+
+def label(model, planes, gt):
+    """ΔPSNR [len(planes), exits] of every exit over each input Y plane (float [0, 1], all
+    one size) against ground-truth Y ``gt`` (uint8); ``model``: float32 [B, H, W, 1] → exits."""
+    from rbqe_tf import metrics
+    from rbqe_tf.evaluation import PSNR_CAP_DB, to_uint8
+    from rbqe_tf.gain import LABEL_FLOOR_DB
+    exits = [np.asarray(e)[..., 0] for e in model(np.stack(planes)[..., None].astype(np.float32))]
+    rows = []
+    for i, y in enumerate(planes):
+        base = min(metrics.psnr(gt, to_uint8(y)), PSNR_CAP_DB)
+        rows.append([min(metrics.psnr(gt, to_uint8(e[i])), PSNR_CAP_DB) - base for e in exits])
+    return np.maximum(np.array(rows), LABEL_FLOOR_DB)
+
+
+def make_labels(model, data_dirs, count, variants, seed, progress=True):
+    from tqdm import tqdm
+    import tensorflow as tf
+    from rbqe_tf.color import luma
+    from rbqe_tf.evaluation import to_uint8
+    from rbqe_tf.gain import features
+    run = tf.function(lambda b: model(b, training=False), reduce_retracing=True)
+    rng = np.random.default_rng(seed)
+    feats, labels, meta = [], [], []
+    for n, gt in enumerate(tqdm(list(crops(data_dirs, count, rng)), unit="crop",
+                                disable=not progress)):
+        drawn = draw_inputs(gt, rng, variants)
+        planes = [luma(x) for _, _, x in drawn]
+        labels.append(label(run, planes, to_uint8(luma(gt))))
+        feats += [features(y, colour=gt.ndim == 3) for y in planes]
+        meta += [(n, ["jpeg", "resaved", "uncompressed"].index(k), q) for k, q, _ in drawn]
+    return np.array(feats), np.concatenate(labels), np.array(meta)
+
+
+def fit_head(x, y, seed, steps=4000, lr=3e-3, l2=1e-4):
+    """A :class:`rbqe_tf.gain.GainPredictor` fitted to features ``x`` [N, F] and gains
+    ``y`` [N, E]: full-batch Adam on MSE + ``l2``·‖W‖² (NumPy; seconds on a CPU)."""
+    from rbqe_tf.gain import GainPredictor
+    rng = np.random.default_rng(seed)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / scale
+    params = [rng.normal(0, np.sqrt(2 / z.shape[1]), (z.shape[1], HIDDEN)), np.zeros(HIDDEN),
+              rng.normal(0, np.sqrt(1 / HIDDEN), (HIDDEN, y.shape[1])), np.zeros(y.shape[1])]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    for t in range(1, steps + 1):
+        w0, b0, w1, b1 = params
+        h = np.maximum(z @ w0 + b0, 0)
+        d = 2 * (h @ w1 + b1 - y) / y.size
+        dh = (d @ w1.T) * (h > 0)
+        grads = [z.T @ dh + 2 * l2 * w0, dh.sum(0), h.T @ d + 2 * l2 * w1, d.sum(0)]
+        for i, g in enumerate(grads):
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.999 * v[i] + 0.001 * g * g
+            params[i] = params[i] - lr * (m[i] / (1 - 0.9 ** t)) / (
+                np.sqrt(v[i] / (1 - 0.999 ** t)) + 1e-8)
+    return GainPredictor(dict(zip(["w0", "b0", "w1", "b1"], params), mean=mean, scale=scale))
+
+
+def error_report(predictor, x, y, meta):
+    """Mean absolute error (dB) and Spearman ρ of predicted vs measured gains, per input kind /
+    QF decade (QF 100 with the 90s)."""
+    from rbqe_tf.evaluation import spearman
+    pred = predictor.predict_features(x)
+    groups = {}
+    for i, (_, kind, qf) in enumerate(meta):
+        name = ["jpeg", "resaved", "uncompressed"][kind]
+        key = name if name == "uncompressed" else f"{name} QF {min(qf, 99) // 10 * 10}s"
+        groups.setdefault(key, []).append(i)
+    return {key: {"n": len(ix), "mae_db": float(np.abs(pred[ix] - y[ix]).mean()),
+                  "spearman": spearman(pred[ix].ravel(), y[ix].ravel())}
+            for key, ix in sorted(groups.items())}
+
+
+def main(argv):
+    from absl import flags
+    f = flags.FLAGS
+    if not f.weights or not f.data or not f.run_dir:
+        return fail("--weights, --data and --run_dir are required")
+    if f.crops < 10 or not 1 <= f.variants <= 20:
+        return fail("--crops must be >= 10 and --variants in 1..20")
+    import_tensorflow_quietly()
+    from rbqe_tf.gain import predictor_path
+    from rbqe_tf.model import WeightsError, load_model
+    os.makedirs(f.run_dir, exist_ok=True)
+    cache = os.path.join(f.run_dir, "labels.npz")
+    started = time.time()
+    try:
+        model = load_model(f.weights)
+        if os.path.exists(cache) and not f.relabel:
+            with np.load(cache) as d:
+                x, y, meta = d["x"], d["y"], d["meta"]
+            print(f"labels from {cache} ({len(x)} inputs)")
+        else:
+            x, y, meta = make_labels(model, f.data, f.crops, f.variants, f.seed)
+            np.savez(cache, x=x, y=y, meta=meta)
+    except (WeightsError, ValueError, OSError) as e:
+        return fail(str(e).splitlines()[0])
+    held = meta[:, 0] % 10 == 0
+    check = fit_head(x[~held], y[~held], f.seed)
+    report = {"weights": f.weights, "inputs": len(x), "exits": int(y.shape[1]),
+              "held_out": error_report(check, x[held], y[held], meta[held])}
+    predictor = fit_head(x, y, f.seed)
+    out = f.out or str(predictor_path(f.weights))
+    predictor.save(out)
+    report["seconds"] = round(time.time() - started, 1)
+    with open(os.path.join(f.run_dir, "report.json"), "w") as fh:
+        json.dump(report, fh, indent=1)
+    for key, r in report["held_out"].items():
+        rho = "-" if r["spearman"] is None else f"{r['spearman']:.3f}"
+        print(f"held out {key:22s} n={r['n']:4d}  MAE {r['mae_db']:.3f} dB  ρ {rho}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_string("weights", None, "The network (.keras) whose exits are predicted.")
+    flags.DEFINE_list("data", None, "Folders of lossless training images.")
+    flags.DEFINE_string("run_dir", None, "Folder for labels.npz and report.json.")
+    flags.DEFINE_string("out", None, "Predictor file (default: <weights>.gain.npz).")
+    flags.DEFINE_integer("crops", 1200, "Ground-truth crops to label.")
+    flags.DEFINE_integer("variants", 5, "Inputs made from each crop.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_bool("relabel", False, "Re-run the network even if labels.npz exists.")
+
+
+if __name__ == "__main__":
+    from absl import app
+    from rbqe_tf.cli import parse_flags
+    _define_flags()
+    sys.exit(app.run(main, flags_parser=parse_flags))

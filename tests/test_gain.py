@@ -1,0 +1,149 @@
+"""Exit 0 and the gain decision (rbqe_tf.gain): features, rule, calibration, Enhancer."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from rbqe_tf import gain
+from rbqe_tf.calibration import calibrate_gain, resolve_gain_rule, save_threshold
+
+
+def _loop_features(y):
+    """Independent reference: per-block DCT by explicit cosine sums, statistics by loops."""
+    y = np.asarray(y, np.float64)
+    h, w = y.shape[0] // 8, y.shape[1] // 8
+    n = np.arange(8)
+    basis = np.array([[(math.sqrt(1 / 8) if u == 0 else math.sqrt(2 / 8))
+                       * math.cos((2 * x + 1) * u * math.pi / 16) for x in n] for u in n])
+    bands = [0, 1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 5, 5]  # by u + v
+    energy, zero = np.zeros(64), np.zeros(64)
+    on, total = np.zeros((6, 8)), np.zeros((6, 8))
+    for i in range(h):
+        for j in range(w):
+            block = y[8 * i:8 * i + 8, 8 * j:8 * j + 8]
+            for u in range(8):
+                for v in range(8):
+                    c = sum(basis[u, a] * basis[v, b] * block[a, b]
+                            for a in range(8) for b in range(8))
+                    energy[8 * u + v] += math.log1p(abs(c))
+                    zero[8 * u + v] += math.exp(-c * c)
+                    for k, q in enumerate(gain.LATTICE_STEPS):
+                        weight = 1 - math.exp(-(c / q) ** 2)
+                        on[bands[u + v], k] += weight * math.cos(2 * math.pi * c / q)
+                        total[bands[u + v], k] += weight
+    blocks = h * w
+    return np.concatenate([energy / blocks, zero / blocks, (on / total).ravel()])
+
+
+def test_features_match_a_loop_reference():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 256, (20, 27)).astype(np.uint8)  # 2×3 whole blocks, a ragged edge
+    np.testing.assert_allclose(gain.features(y), _loop_features(y[:16, :24]), atol=2e-5)
+    assert gain.features(y[:7]) is None  # no whole block
+
+
+def test_lattice_features_see_jpeg_quantization():
+    """Coefficients of a QF 50 JPEG sit on its lattices; an uncompressed image's do not."""
+    rng = np.random.default_rng(1)
+    y = cv2.GaussianBlur(rng.integers(0, 256, (128, 128)).astype(np.uint8), (0, 0), 1.5)
+    _, data = cv2.imencode(".jpg", y, [cv2.IMWRITE_JPEG_QUALITY, 50])
+    coded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    lattice = slice(2 * 64, None)
+    assert gain.features(coded)[lattice].mean() > gain.features(y)[lattice].mean() + 0.2
+
+
+def test_colour_luma_maps_back_to_the_coded_range():
+    y = np.random.default_rng(2).integers(0, 256, (16, 16)).astype(np.uint8)
+    studio = (16 + y.astype(np.float64) * 219 / 255) / 255  # studio-range Y of full-range y
+    np.testing.assert_allclose(gain.features(studio, colour=True), gain.features(y), atol=1e-6)
+
+
+def test_rule_by_hand():
+    gains = np.array([[-0.5, -0.2, -0.1, -0.3, -0.4],   # nothing gains: exit 0
+                      [0.50, 0.90, 1.00, 0.98, 0.70],   # 0.98 ≥ 1.0 − 0.05 but exit 3 first
+                      [0.05, 0.08, 0.09, 0.02, 0.01]])  # best 0.09 < margin 0.1: exit 0
+    np.testing.assert_array_equal(gain.choose_exits(gains, 0.1, 0.05), [0, 3, 0])
+    np.testing.assert_array_equal(gain.choose_exits(gains, 0.0, 0.2), [0, 2, 1])
+
+
+def _predictor(bias, features=gain.NUM_FEATURES):
+    """A predictor whose output is ``bias`` whatever the image (zero weights)."""
+    return gain.GainPredictor({"mean": np.zeros(features), "scale": np.ones(features),
+                               "w0": np.zeros((features, 4)), "b0": np.zeros(4),
+                               "w1": np.zeros((4, len(bias))), "b1": np.array(bias, float)})
+
+
+def test_predictor_round_trip_and_bad_files(tmp_path):
+    weights = tmp_path / "m.keras"
+    assert gain.load_predictor(weights) is None
+    p = _predictor([0.1, 0.2, 0.3, 0.4, 0.5])
+    p.save(gain.predictor_path(weights))
+    loaded = gain.load_predictor(weights)
+    np.testing.assert_allclose(loaded(np.zeros((16, 16), np.uint8)), [0.1, 0.2, 0.3, 0.4, 0.5])
+    _predictor([0.0] * 5, features=3).save(gain.predictor_path(weights))
+    with pytest.raises(ValueError, match="m.gain.npz: not a gain predictor"):
+        gain.load_predictor(weights)
+
+
+def test_calibration_keeps_light_inputs_safe():
+    # Rows 0-1 light (gains at every exit would lose), rows 2-3 heavy.
+    predicted = np.array([[0.30, 0.2, 0.1, 0.0, 0.0], [0.05, 0.0, 0.0, 0.0, 0.0],
+                          [0.50, 0.9, 1.0, 1.1, 1.2], [0.40, 0.6, 0.7, 0.7, 0.7]])
+    exit_psnr = np.array([[39.0] * 5, [44.0] * 5, [30.5, 30.9, 31.0, 31.1, 31.2],
+                          [32.4, 32.6, 32.7, 32.7, 32.7]])
+    input_psnr = np.array([40.0, 45.0, 30.0, 32.0])
+    gmacs = np.tile([1.0, 2.0, 3.0, 4.0, 5.0], (4, 1))
+    light = np.array([True, True, False, False])
+    rule = calibrate_gain(predicted, exit_psnr, input_psnr, gmacs, np.zeros(4), light)
+    # Row 0 predicts +0.3 but loses 1 dB: the margin must exceed 0.3; rows 2 and 3 still
+    # gain (best predicted 1.2 and 0.7), at exit 5 and, within the tolerance, exit 3.
+    assert rule["margin"] > 0.3 and rule["worst_light_delta_psnr"] == 0.0
+    assert rule["mean_delta_psnr"] == pytest.approx((1.2 + 0.7) / 4)
+
+
+def test_gain_rule_is_read_from_the_thresholds_file(tmp_path):
+    weights = tmp_path / "m.keras"
+    assert resolve_gain_rule("jpeg", weights)[1] == "default"
+    save_threshold(weights, "jpeg", {"threshold": 0.5, "gain": {"margin": 0.3, "tolerance": 0.02}})
+    assert resolve_gain_rule("jpeg", weights) == ({"margin": 0.3, "tolerance": 0.02}, "calibrated")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from rbqe_tf.model import build_model
+    return build_model("tiny")
+
+
+@pytest.mark.parametrize("image", [
+    np.random.default_rng(3).integers(0, 256, (40, 56, 3)).astype(np.uint8),
+    np.random.default_rng(4).integers(0, 65536, (33, 17, 4)).astype(np.uint16),
+    np.random.default_rng(5).random((24, 24)).astype(np.float32)])
+def test_exit_0_returns_the_image_unchanged(tiny, image):
+    from rbqe_tf.enhancer import Enhancer
+    enhancer = Enhancer(tiny, predictor=_predictor([-1.0] * 5))
+    result = enhancer(image)
+    assert result.exit == 0 and result.gains == [-1.0] * 5 and result.scores == []
+    np.testing.assert_array_equal(result.image, image)
+    assert result.image is not image and result.image.dtype == image.dtype
+
+
+def test_gain_decision_runs_the_chosen_exit(tiny):
+    from rbqe_tf.enhancer import Enhancer
+    image = np.random.default_rng(6).integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    chosen = Enhancer(tiny, predictor=_predictor([0.2, 0.9, 0.5, 0.95, 0.1]),
+                      gain_rule={"margin": 0.1, "tolerance": 0.1})(image)
+    forced = Enhancer(tiny)(image, exit=2)
+    assert chosen.exit == 2
+    np.testing.assert_array_equal(chosen.image, forced.image)
+
+
+def test_bgr_arrays_give_the_rgb_result_in_bgr_order(tiny):
+    from rbqe_tf.enhancer import Enhancer
+    rgb = np.random.default_rng(7).integers(0, 256, (32, 40, 3)).astype(np.uint8)
+    enhancer = Enhancer(tiny, threshold=1.01)
+    as_rgb = enhancer(rgb).image
+    as_bgr = enhancer(np.ascontiguousarray(rgb[..., ::-1]), channel_order="bgr").image
+    np.testing.assert_array_equal(as_bgr[..., ::-1], as_rgb)
+    with pytest.raises(ValueError, match="channel_order"):
+        enhancer(rgb, channel_order="grb")
