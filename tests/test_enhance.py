@@ -1,5 +1,7 @@
 """Early-exit enhancement: the Python API and the command line."""
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -143,10 +145,18 @@ def test_cli_never_overwrites_inputs_and_reports_usage_errors(tmp_path, weights)
     folder = tmp_path / "in"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), _rng_image((32, 32)))
+    (folder / "notes.txt").write_text("not an image")
     original = (folder / "a.png").read_bytes()
-    proc = _run_cli(folder / "a.png", "--out", folder, "--weights", weights, "--overwrite")
+    calibrated = tmp_path / "calibrated.keras"  # τ as calibrated for the shipped model
+    shutil.copy(weights, calibrated)
+    (tmp_path / "calibrated.thresholds.json").write_text(
+        json.dumps({"jpeg": {"threshold": 0.4698486030101776}}))
+    proc = _run_cli(folder, "--out", folder, "--weights", calibrated, "--overwrite")
     assert proc.returncode == 1 and "would overwrite an input" in proc.stderr
     assert (folder / "a.png").read_bytes() == original
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "jpeg: early exit at quality score >= 0.4698 (calibrated)"  # not 0.470
+    assert lines[1] == f"skipped 1: {folder}/notes.txt (not an image file)"
 
     for args, message in [
         ((folder / "a.png", "--out", tmp_path / "o", "--codec", "hevc"),
