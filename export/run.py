@@ -14,7 +14,7 @@ import sys
 
 from rbqe_tf.batch import FORMAT_HELP, FORMATS, IMAGE_EXTENSIONS  # noqa: F401
 
-DECISIONS = ("image", "tile")  # export.runner.DECISIONS (tests check they agree)
+DECISIONS = ("gain", "image", "tile")  # export.runner.DECISIONS (a test checks they agree)
 
 
 def _parser():
@@ -29,9 +29,12 @@ def _parser():
                         "default: the export's first codec")
     p.add_argument("--threshold", type=float, help="quality-score threshold in [0, 1] "
                    "(default: the manifest's for the codec)")
-    p.add_argument("--exit", type=int, help="force this exit; no early exit")
-    p.add_argument("--decision", choices=DECISIONS, default="image",
-                   help="one exit per image (default) or per tile")
+    p.add_argument("--exit", type=int, help="force this exit (0: leave the image as it is); "
+                   "no early exit")
+    p.add_argument("--decision", choices=DECISIONS,
+                   help="gain: the export's gain predictor picks one exit per image (the "
+                        "default where the export has one); image: the quality score, one "
+                        "exit per image (the default otherwise); tile: the score, per tile")
     p.add_argument("--cache_mb", type=float, default=1024,
                    help="memory for tile features kept between exits with --decision image "
                         "(default 1024); tiles beyond it are re-run from stage 1")
@@ -73,7 +76,7 @@ def usage_problem(args, inputs):
     if args.delegate is not None and not os.path.isfile(args.delegate):
         return f"--delegate {args.delegate}: no such file"
     return (check_range("--threshold", args.threshold, 0.0, 1.0)
-            or check_range("--exit", args.exit, 1)
+            or check_range("--exit", args.exit, 0)
             or check_range("--quality", args.quality, 1, 100)
             or check_range("--overlap", args.overlap, 8, multiple=8,
                            what="a multiple of 8, at least 8")
@@ -102,8 +105,8 @@ def main(argv=None):
                             args.delegate, args.overlap, args.decision, args.cache_mb)
     except (ImportError, ManifestError, ModelError, ValueError, OSError) as e:
         return fail(str(e))
-    if args.exit is not None and not 1 <= args.exit <= runner.num_exits:
-        return fail(f"--exit must be in 1..{runner.num_exits}")
+    if args.exit is not None and not 0 <= args.exit <= runner.num_exits:
+        return fail(f"--exit must be in 0..{runner.num_exits}")
     if inputs.skipped:
         print(inputs.skipped_line())
     failures = enhance_files(inputs.files, args.out, lambda image: runner(image, args.exit),
@@ -112,6 +115,9 @@ def main(argv=None):
 
 
 def _taken(result):
+    if getattr(result, "gains", None):
+        gains = " ".join(f"{g:+.2f}" for g in result.gains)
+        return f"exit {result.exit} (predicted gains {gains} dB)"
     if len(result.exits) == 1:
         scores = " ".join(f"{s:.3f}" for s in result.scores[0]) or "-"
         return f"exit {result.exit} (scores {scores})"

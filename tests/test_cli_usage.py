@@ -62,8 +62,8 @@ ENHANCE_ERRORS = [
     (["{a}", "--threshold", "1.5"], "--threshold must be a number in [0, 1], got 1.5"),
     (["{a}", "--threshold", "-0.01"], "--threshold must be a number in [0, 1], got -0.01"),
     (["{a}", "--threshold", "nan"], "--threshold must be a number in [0, 1], got nan"),
-    (["{a}", "--exit", "0"], "--exit must be in 1..5, got 0"),
-    (["{a}", "--exit", "6"], "--exit must be in 1..5, got 6"),
+    (["{a}", "--exit", "-1"], "--exit must be in "),
+    (["{a}", "--exit", "6"], "--exit must be in "),
     (["{a}", "--quality", "101"], "--quality must be in 1..100, got 101"),
     (["{a}", "--tile", "100"], "tile must be a positive multiple of 32, got 100"),
     (["{a}", "--tile", "0"], "tile must be a positive multiple of 32, got 0"),
@@ -111,7 +111,7 @@ def test_enhance_defaults_are_the_enhancers():
 RUN_ERRORS = [
     (["{root}/empty"], "{root}/empty: no image files"),
     (["{a}", "--threshold", "2"], "--threshold must be a number in [0, 1], got 2"),
-    (["{a}", "--exit", "0"], "--exit must be >= 1, got 0"),
+    (["{a}", "--exit", "-1"], "--exit must be >= 0, got -1"),
     (["{a}", "--quality", "0"], "--quality must be in 1..100, got 0"),
     (["{a}", "--overlap", "12"], "--overlap must be a multiple of 8, at least 8, got 12"),
     (["{a}", "--cache_mb", "-5"], "--cache_mb must be a number >= 0, got -5"),
@@ -161,3 +161,9 @@ def test_cli_module_imports_no_tensorflow():
     code = ("import sys, rbqe_tf.cli, rbqe_tf.batch, export.tflite\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_runner_cli_offers_the_runners_decisions():
+    """export.run repeats export.runner.DECISIONS (so --help loads no LiteRT)."""
+    from export import run, runner
+    assert run.DECISIONS == runner.DECISIONS
