@@ -1,7 +1,9 @@
 """``python -m rbqe_tf.enhance IMAGE_OR_DIR... --out DIR``: enhance images with early exit.
 
-Prints one line per image (exit, scores, milliseconds); a bad file gets one error
-line and the rest still run; exit status 1 if any image failed, 2 on bad usage.
+Prints one line per image (exit, the decision's numbers, milliseconds); exit 0 means the
+image was left as it was (the gain decision, docs/decision.md; ``--decision score`` is the
+paper's). A bad file gets one error line and the rest still run; exit status 1 if any
+image failed, 2 on bad usage.
 Folders expand to their image files (``--recursive``: also their subfolders'); skipped
 entries are listed in one line. Outputs are PNGs named after the inputs (``--format``).
 ``--demo`` instead compresses the CC0 photos shipped in the package at every level of
@@ -29,7 +31,12 @@ flags.DEFINE_enum("codec", "jpeg", ["jpeg", "hevc"],
                   "Codec family: sets the score's block size and the default threshold.")
 flags.DEFINE_float("threshold", None, "Quality-score threshold in [0, 1] (default: calibrated "
                    "beside the weights, else the paper's for --codec).")
-flags.DEFINE_integer("exit", None, "Force this exit (1..5); no early exit.")
+flags.DEFINE_integer("exit", None, "Force this exit (1..5, or 0: leave the image as it is); "
+                     "no decision.")
+flags.DEFINE_enum("decision", None, ["gain", "score"], "How the exit is chosen: 'gain' "
+                  "(predicted ΔPSNR per exit, exit 0 leaves light images alone; the default "
+                  "where the weights have a gain predictor) or 'score' (the paper's quality "
+                  "score after each exit; never exit 0).")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
 flags.DEFINE_bool("recursive", False, "Also enhance the images in subfolders of the folders "
                   "given (outputs keep their subfolder below --out).")
@@ -65,7 +72,7 @@ def usage_problem(inputs):
         return f"{inputs.files[0].path}: no such file" if len(inputs.files) == 1 else \
             "none of the input files exists"
     return (check_range("--threshold", FLAGS.threshold, 0.0, 1.0)
-            or check_range("--exit", FLAGS.exit, 1, MAX_EXIT)
+            or check_range("--exit", FLAGS.exit, 0, MAX_EXIT)
             or check_range("--quality", FLAGS.quality, 1, 100)
             # --tile, --overlap, --cache_mb: the Enhancer's own checks and words, made early
             or check_range("tile", FLAGS.tile, 32, multiple=32,
@@ -94,13 +101,13 @@ def main(argv):
         quiet_opencv()
     except ImportError as e:
         return fail(str(e))
-    enhancer, threshold, source = load_enhancer()
+    enhancer, source = load_enhancer()
     if enhancer is None:
         return 2
-    if FLAGS.exit is not None and not 1 <= FLAGS.exit <= enhancer.num_exits:
-        return fail(f"--exit must be in 1..{enhancer.num_exits}")
+    if FLAGS.exit is not None and not 0 <= FLAGS.exit <= enhancer.num_exits:
+        return fail(f"--exit must be in 0..{enhancer.num_exits}")
     if FLAGS.exit is None:
-        print(f"{FLAGS.codec}: early exit at quality score >= {threshold:.4g} ({source})")
+        print(_decision_line(enhancer, source))
     if FLAGS.demo:
         return _demo(enhancer)
     if inputs.skipped:
@@ -109,22 +116,32 @@ def main(argv):
 
 
 def load_enhancer():
-    """Imports TensorFlow and builds the Enhancer → (enhancer, threshold, its source), or
-    (None, None, None) after printing the error."""
+    """Imports TensorFlow and builds the Enhancer → (enhancer, where its decision's numbers
+    come from), or (None, None) after printing the error."""
     import_tensorflow_quietly()
-    from rbqe_tf.calibration import resolve_threshold
+    from rbqe_tf.calibration import resolve_gain_rule, resolve_threshold
     from rbqe_tf.enhancer import Enhancer
-    from rbqe_tf.model import WeightsError, default_weights, load_model
+    from rbqe_tf.model import WeightsError, default_weights
     try:
         weights = FLAGS.weights or default_weights(FLAGS.codec)
-        threshold, source = resolve_threshold(FLAGS.codec, weights, FLAGS.threshold)
-        model = load_model(weights)
-        enhancer = Enhancer(model, FLAGS.codec, threshold, FLAGS.tile, FLAGS.overlap,
-                            FLAGS.cache_mb)
+        enhancer = Enhancer.from_weights(weights, FLAGS.codec, FLAGS.threshold, FLAGS.decision,
+                                         tile=FLAGS.tile, overlap=FLAGS.overlap,
+                                         cache_mb=FLAGS.cache_mb)
+        source = (resolve_gain_rule(FLAGS.codec, weights)[1] if enhancer.decision == "gain"
+                  else resolve_threshold(FLAGS.codec, weights, FLAGS.threshold)[1])
     except (WeightsError, ValueError) as e:
         fail(str(e))
-        return None, None, None
-    return enhancer, threshold, source
+        return None, None
+    return enhancer, source
+
+
+def _decision_line(enhancer, source):
+    if enhancer.decision == "gain":
+        rule = enhancer.gain_rule
+        return (f"{FLAGS.codec}: gain decision: exit 0 (unchanged) unless an exit is predicted "
+                f"to gain >= {rule['margin']:.2f} dB, else the cheapest exit within "
+                f"{rule['tolerance']:.2f} dB of the best ({source})")
+    return f"{FLAGS.codec}: early exit at quality score >= {enhancer.threshold:.4g} ({source})"
 
 
 def enhance_inputs(inputs, enhancer):
@@ -152,6 +169,12 @@ def _demo(enhancer):
 
 
 def _taken(result):
+    if result.gains:
+        predicted = " ".join(f"{g:+.2f}" for g in result.gains)
+        kept = ", left as it was" if result.exit == 0 else ""
+        return f"exit {result.exit} (predicted dB {predicted}{kept})"
+    if result.exit == 0:
+        return "exit 0 (left as it was)"
     return f"exit {result.exit} (scores {' '.join(f'{s:.3f}' for s in result.scores) or '-'})"
 
 

@@ -178,7 +178,7 @@ def main(argv):
                             f"within {MAX_LIGHT_LOSS_DB} dB")
             entry = read_thresholds_file(FLAGS.weights).get(FLAGS.codec) or {
                 "threshold": threshold, "rule": "published"}
-            entry["gain"] = {**gain_calibration, "data": report["meta"]["data"],
+            entry["gain"] = {**gain_calibration, "data": FLAGS.data,
                              "levels": levels, "date": report["meta"]["date"]}
             path = save_threshold(FLAGS.weights, FLAGS.codec, entry)
             print(f"stored {FLAGS.codec} gain rule margin {gain_calibration['margin']:.2f} dB, "

@@ -13,9 +13,11 @@ coefficient), pooled over all whole 8×8 blocks on the image's own grid:
 
 - per frequency: mean log(1 + |c|) (content energy) and mean exp(−c²) (share of
   coefficients quantized to zero), c in grey levels;
-- per frequency band and lattice step q: how strongly the non-zero coefficients sit on
-  multiples of q (Σ w·cos(2πc/q) / Σ w with w = 1 − exp(−(c/q)²)): JPEG's
-  quantization leaves coefficients on such lattices, an uncompressed image does not.
+- per frequency band and lattice step q: how strongly the coefficients sit on multiples
+  of q (Σ w·cos(2πc/q) / Σ w with w = 1 − exp(−(c/q)²)): JPEG's quantization leaves
+  coefficients on such lattices, an uncompressed image does not. A band of only
+  near-zero coefficients also scores near 1 — what heavy JPEG does to high frequencies,
+  and what smooth content shows too; the energy features tell the two apart.
 
 The head is a two-layer perceptron on the standardised features (weights in
 ``<model>.gain.npz``, trained by ``python -m rbqe_tf.gain_fit``). NumPy only, so the
@@ -121,10 +123,16 @@ def features(y, colour=False):
     if blocks == 0:
         return None
     n = BLOCK * BLOCK
-    lattice = len(BAND_EDGES) - 1, len(LATTICE_STEPS)
-    on, weight = (sums[2 * n:2 * n + lattice[0] * lattice[1]],
-                  sums[2 * n + lattice[0] * lattice[1]:])
-    return np.concatenate([sums[:2 * n] / blocks, on / np.maximum(weight, 1e-6)])
+    return np.concatenate([sums[:2 * n] / blocks, _lattice_ratios(sums, blocks, 0.0)])
+
+
+def _lattice_ratios(sums, blocks, prior):
+    """Σ w·cos / (Σ w + prior·n·blocks) per band and step, n the band's coefficient count."""
+    n = BLOCK * BLOCK
+    cells = (len(BAND_EDGES) - 1) * len(LATTICE_STEPS)
+    on, weight = sums[2 * n:2 * n + cells], sums[2 * n + cells:]
+    counts = np.repeat(_BAND_MATRIX.sum(0), len(LATTICE_STEPS))
+    return on / np.maximum(weight + prior * blocks * counts, 1e-6)
 
 
 def gate_gmacs(height, width):
@@ -132,16 +140,19 @@ def gate_gmacs(height, width):
     return OPS_PER_PIXEL * min(height * width, MAX_BLOCKS * BLOCK * BLOCK) / 1e9
 
 
-JPEG_DERIVED_LATTICE = 0.4
-"""A "lossless" image whose strongest lattice statistic exceeds this was JPEG-coded once
-(Set14's coastguard, foreman, ppt3, zebra and Set5's woman reach 0.47-0.79 on their Y,
-the other validation images at most 0.30)."""
+JPEG_DERIVED_PRIOR = 0.1
+JPEG_DERIVED_LATTICE = 0.15
+"""A "lossless" image whose strongest lattice statistic (with a prior of 0.1 per
+coefficient, so that bands of only near-zero coefficients score near 0) exceeds this was
+JPEG-coded once: on their Y, Set14's coastguard, foreman, ppt3, zebra and Set5's woman
+reach 0.19-0.52, the other validation images at most 0.10."""
 
 
 def jpeg_derived(y):
-    """Whether Y plane ``y`` still carries JPEG's quantization lattices (see above)."""
-    f = features(y)
-    return f is not None and float(f[2 * BLOCK * BLOCK:].max()) > JPEG_DERIVED_LATTICE
+    """Whether uint8 Y plane ``y`` still carries JPEG's quantization lattices (see above)."""
+    sums, blocks = _block_sums(np.asarray(y, np.float64))
+    return blocks > 0 and float(_lattice_ratios(sums, blocks, JPEG_DERIVED_PRIOR).max()) \
+        > JPEG_DERIVED_LATTICE
 
 
 class GainPredictor:

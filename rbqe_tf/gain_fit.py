@@ -9,6 +9,9 @@ into inputs a blind tool meets — JPEG at a quality factor drawn from 10..100, 
 JPEG (a second pass at 50..100) or the uncompressed crop — and the network runs all its
 exits on their Y (:func:`rbqe_tf.color.luma`, as the ``Enhancer`` sees it); each exit's label is its ΔPSNR over the input (8-bit outputs,
 clipped below at ``gain.LABEL_FLOOR_DB``: an uncompressed input has no finite PSNR).
+``--graphics N`` more crops are synthetic screen content — text, lines and boxes in flat
+colours on flat or gradient backgrounds, as screenshots and UI captures are — which no
+training photo resembles and which a blind tool must not smear when it is uncompressed.
 Features are :func:`rbqe_tf.gain.features`. The head (standardisation, one hidden layer)
 is fitted by full-batch Adam on MSE; a held-out tenth of the crops reports its error
 before the final fit on all of them. Labels are cached in the run folder (``labels.npz``),
@@ -72,6 +75,36 @@ def crops(data_dirs, count, rng):
         yield plane[y0:y0 + size, x0:x0 + size]
 
 
+def graphics(rng, size):
+    """A synthetic screen-content crop (uint8, RGB or gray): text, lines, boxes."""
+    import cv2
+    colour = rng.random() < 0.7
+    base = rng.integers(0, 256, 3 if colour else 1)
+    image = np.empty((size, size, len(base)), np.uint8)
+    if rng.random() < 0.3:  # a gradient background
+        ramp = np.linspace(0, 1, size)[:, None, None] * rng.integers(-80, 81, len(base))
+        image[:] = np.clip(base + ramp, 0, 255).astype(np.uint8)
+    else:
+        image[:] = base
+    for _ in range(int(rng.integers(2, 9))):
+        ink = tuple(int(v) for v in rng.integers(0, 256, len(base)))
+        x0, y0 = (int(v) for v in rng.integers(0, size, 2))
+        kind = rng.random()
+        if kind < 0.6:
+            text = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyzABCDEFGH0123456789 .,:"),
+                                      int(rng.integers(4, 30))))
+            cv2.putText(image, text, (x0 - size // 3, y0), int(rng.integers(0, 8)),
+                        float(rng.uniform(0.3, 1.5)), ink, int(rng.integers(1, 3)),
+                        cv2.LINE_AA if rng.random() < 0.6 else cv2.LINE_8)
+        elif kind < 0.8:
+            x1, y1 = (int(v) for v in rng.integers(0, size, 2))
+            cv2.line(image, (x0, y0), (x1, y1), ink, int(rng.integers(1, 4)))
+        else:
+            x1, y1 = (int(v) for v in rng.integers(0, size, 2))
+            cv2.rectangle(image, (x0, y0), (x1, y1), ink, int(rng.choice([-1, 1, 2])))
+    return image if colour else image[..., 0]
+
+
 def label(model, planes, gt):
     """ΔPSNR [len(planes), exits] of every exit over each input Y plane (float [0, 1], all
     one size) against ground-truth Y ``gt`` (uint8); ``model``: float32 [B, H, W, 1] → exits."""
@@ -86,28 +119,36 @@ def label(model, planes, gt):
     return np.maximum(np.array(rows), LABEL_FLOOR_DB)
 
 
-def make_labels(model, data_dirs, count, variants, seed, progress=True):
+def make_labels(model, data_dirs, count, variants, seed, progress=True, synthetic=False):
+    """(features [N, F], labels [N, E], meta [N, 3]: crop, kind, QF). ``model`` None: no
+    labels (the same inputs are drawn; :func:`main`'s ``--refeature``); ``synthetic``:
+    ``count`` :func:`graphics` crops instead of crops of ``data_dirs``."""
     from tqdm import tqdm
-    import tensorflow as tf
     from rbqe_tf.color import luma
     from rbqe_tf.evaluation import to_uint8
     from rbqe_tf.gain import features
-    run = tf.function(lambda b: model(b, training=False), reduce_retracing=True)
+    if model is not None:
+        import tensorflow as tf
+        run = tf.function(lambda b: model(b, training=False), reduce_retracing=True)
     rng = np.random.default_rng(seed)
     feats, labels, meta = [], [], []
-    for n, gt in enumerate(tqdm(list(crops(data_dirs, count, rng)), unit="crop",
-                                disable=not progress)):
+    drawn_crops = ([graphics(rng, CROP_SIZES[0]) for _ in range(count)] if synthetic
+                   else list(crops(data_dirs, count, rng)))
+    for n, gt in enumerate(tqdm(drawn_crops, unit="crop", disable=not progress)):
         drawn = draw_inputs(gt, rng, variants)
         planes = [luma(x) for _, _, x in drawn]
-        labels.append(label(run, planes, to_uint8(luma(gt))))
+        if model is not None:
+            labels.append(label(run, planes, to_uint8(luma(gt))))
         feats += [features(y, colour=gt.ndim == 3) for y in planes]
         meta += [(n, ["jpeg", "resaved", "uncompressed"].index(k), q) for k, q, _ in drawn]
-    return np.array(feats), np.concatenate(labels), np.array(meta)
+    return np.array(feats), np.concatenate(labels) if labels else None, np.array(meta)
 
 
-def fit_head(x, y, seed, steps=4000, lr=3e-3, l2=1e-4):
+def fit_head(x, y, seed, steps=4000, lr=3e-3, l2=1e-4, quantile=None):
     """A :class:`rbqe_tf.gain.GainPredictor` fitted to features ``x`` [N, F] and gains
-    ``y`` [N, E]: full-batch Adam on MSE + ``l2``·‖W‖² (NumPy; seconds on a CPU)."""
+    ``y`` [N, E]: full-batch Adam on MSE (or, with ``quantile`` q, the pinball loss: a
+    prediction the measured gain exceeds with probability 1 − q, so a q below 0.5 errs on
+    the side of leaving images alone) + ``l2``·‖W‖² (NumPy; a few minutes on this CPU)."""
     from rbqe_tf.gain import GainPredictor
     rng = np.random.default_rng(seed)
     mean, scale = x.mean(0), x.std(0) + 1e-6
@@ -119,7 +160,8 @@ def fit_head(x, y, seed, steps=4000, lr=3e-3, l2=1e-4):
     for t in range(1, steps + 1):
         w0, b0, w1, b1 = params
         h = np.maximum(z @ w0 + b0, 0)
-        d = 2 * (h @ w1 + b1 - y) / y.size
+        err = h @ w1 + b1 - y
+        d = (2 * err if quantile is None else np.where(err > 0, 1 - quantile, -quantile)) / y.size
         dh = (d @ w1.T) * (h > 0)
         grads = [z.T @ dh + 2 * l2 * w0, dh.sum(0), h.T @ d + 2 * l2 * w1, d.sum(0)]
         for i, g in enumerate(grads):
@@ -137,8 +179,8 @@ def error_report(predictor, x, y, meta):
     pred = predictor.predict_features(x)
     groups = {}
     for i, (_, kind, qf) in enumerate(meta):
-        name = ["jpeg", "resaved", "uncompressed"][kind]
-        key = name if name == "uncompressed" else f"{name} QF {min(qf, 99) // 10 * 10}s"
+        name = ["jpeg", "resaved", "uncompressed"][kind % 3] + (" graphics" if kind >= 3 else "")
+        key = name if name.startswith("uncompressed") else f"{name} QF {min(qf, 99) // 10 * 10}s"
         groups.setdefault(key, []).append(i)
     return {key: {"n": len(ix), "mae_db": float(np.abs(pred[ix] - y[ix]).mean()),
                   "spearman": spearman(pred[ix].ravel(), y[ix].ravel())}
@@ -164,9 +206,29 @@ def main(argv):
             with np.load(cache) as d:
                 x, y, meta = d["x"], d["y"], d["meta"]
             print(f"labels from {cache} ({len(x)} inputs)")
+            if f.refeature:  # the same draws (same --crops/--variants/--seed), new features
+                x, _, again = make_labels(None, f.data, f.crops, f.variants, f.seed)
+                if not np.array_equal(again, meta):
+                    return fail(f"{cache}: made with other --crops/--variants/--seed")
+                np.savez(cache, x=x, y=y, meta=meta)
         else:
             x, y, meta = make_labels(model, f.data, f.crops, f.variants, f.seed)
             np.savez(cache, x=x, y=y, meta=meta)
+        if f.graphics:
+            extra = os.path.join(f.run_dir, "labels_graphics.npz")
+            if os.path.exists(extra) and not f.relabel and not f.refeature:
+                with np.load(extra) as d:
+                    gx, gy, gmeta = d["x"], d["y"], d["meta"]
+            else:
+                gx, gy, gmeta = make_labels(model, None, f.graphics, f.variants, f.seed + 1,
+                                            synthetic=True)
+                if gy is None:  # --refeature: labels from the cache, new features
+                    with np.load(extra) as d:
+                        gy = d["y"]
+                np.savez(extra, x=gx, y=gy, meta=gmeta)
+            gmeta = gmeta + [len(meta), 0, 0] if len(meta) else gmeta
+            gmeta[:, 1] += 3  # kinds 3..5: graphics as jpeg, resaved, uncompressed
+            x, y, meta = np.concatenate([x, gx]), np.concatenate([y, gy]), np.concatenate([meta, gmeta])
     except (WeightsError, ValueError, OSError) as e:
         return fail(str(e).splitlines()[0])
     held = meta[:, 0] % 10 == 0
@@ -194,8 +256,11 @@ def _define_flags():
     flags.DEFINE_string("out", None, "Predictor file (default: <weights>.gain.npz).")
     flags.DEFINE_integer("crops", 1200, "Ground-truth crops to label.")
     flags.DEFINE_integer("variants", 5, "Inputs made from each crop.")
+    flags.DEFINE_integer("graphics", 0, "Synthetic screen-content crops (text, lines, boxes).")
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_bool("relabel", False, "Re-run the network even if labels.npz exists.")
+    flags.DEFINE_bool("refeature", False, "Recompute the features of the cached labels' inputs "
+                      "(after a change to rbqe_tf.gain.features; no network run).")
 
 
 if __name__ == "__main__":

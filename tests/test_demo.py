@@ -13,7 +13,8 @@ from rbqe_tf.image_io import read_image
 from rbqe_tf.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-ROW = re.compile(r"^(\w+)\s+jpeg\s+(\d+)\s+([1-5])\s+.*?(\d+\.\d\d) →\s+(\d+\.\d\d) \(([+-]\d+\.\d\d) dB\)")
+ROW = re.compile(r"^(\w+)\s+jpeg\s+(\d+|none)\s+([0-5])\s+.*?(\d+\.\d\d|inf) →\s+"
+                 r"(\d+\.\d\d|inf) \(([+-]\d+\.\d\d|-inf) dB\)")
 
 
 def test_rows_report_the_psnr_of_what_was_written(tmp_path):
@@ -21,12 +22,13 @@ def test_rows_report_the_psnr_of_what_was_written(tmp_path):
     rows = demo.run({"jpeg": enhancer}, tmp_path, progress=lambda line: None)
     refs = demo.reference_images()
     assert [(r.image, r.level) for r in rows] == [(n, q) for n in sorted(refs)
-                                                  for q in (10, 20, 30, 40, 50)]
+                                                  for q in (10, 30, 50, 70, 90, -1)]
     for row in rows:
         gt = refs[row.image]
-        compressed, _ = compress_jpeg(gt, row.level)
+        compressed = gt if row.level == -1 else compress_jpeg(gt, row.level)[0]
         assert row.exit == 1 and row.psnr_in == metrics.psnr(gt, compressed)
-        written = read_image(tmp_path / f"{row.image}_jpeg{row.level}_out.png")
+        name = "none" if row.level == -1 else row.level
+        written = read_image(tmp_path / f"{row.image}_jpeg{name}_out.png")
         assert written.shape == gt.shape and row.psnr_out == metrics.psnr(gt, written)
     assert np.mean([r.psnr_in for r in rows if r.level == 10]) < np.mean(
         [r.psnr_in for r in rows if r.level == 50])
@@ -45,10 +47,12 @@ def test_cli_demo_prints_the_table_and_reruns_over_its_own_outputs(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [ROW.match(line) for line in first.stdout.splitlines()]
     rows = [m.groups() for m in rows if m]
-    assert len(rows) == 15 and {r[0] for r in rows} == {"camera", "chelsea", "coins"}
+    assert len(rows) == 18 and {r[0] for r in rows} == {"camera", "chelsea", "coins"}
+    assert {r[1] for r in rows} == {"10", "30", "50", "70", "90", "none"}
     for *_, psnr_in, psnr_out, gain in rows:
-        assert abs(float(psnr_out) - float(psnr_in) - float(gain)) <= 0.011
-    assert len(list((tmp_path / "out").glob("*.png"))) == 30
+        if "inf" not in (psnr_in, psnr_out):
+            assert abs(float(psnr_out) - float(psnr_in) - float(gain)) <= 0.011
+    assert len(list((tmp_path / "out").glob("*.png"))) == 36
     written = sorted((tmp_path / "out").glob("*.png"))
     again = cli()  # the README's command run twice: it replaces its own outputs
     assert again.returncode == 0, again.stderr[-2000:]
