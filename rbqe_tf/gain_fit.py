@@ -12,6 +12,8 @@ clipped below at ``gain.LABEL_FLOOR_DB``: an uncompressed input has no finite PS
 ``--graphics N`` more crops are synthetic screen content — text, lines and boxes in flat
 colours on flat or gradient backgrounds, as screenshots and UI captures are — which no
 training photo resembles and which a blind tool must not smear when it is uncompressed.
+They are kept only as light inputs (uncompressed, QF ≥ GRAPHICS_MIN_QF): their heavy-QF
+labels are noisy (held-out MAE 0.8–1.6 dB) and pulled the photos' predictions off.
 Features are :func:`rbqe_tf.gain.features`. The head (standardisation, one hidden layer)
 is fitted by full-batch Adam on MSE; a held-out tenth of the crops reports its error
 before the final fit on all of them. Labels are cached in the run folder (``labels.npz``),
@@ -32,6 +34,7 @@ HIDDEN = 64
 QF_RANGE = (10, 100)
 RESAVE_QF = (50, 100)
 KINDS = {"jpeg": 0.75, "resaved": 0.15, "uncompressed": 0.10}
+GRAPHICS_MIN_QF = 70
 
 
 def jpeg(image, quality):
@@ -226,9 +229,10 @@ def main(argv):
                     with np.load(extra) as d:
                         gy = d["y"]
                 np.savez(extra, x=gx, y=gy, meta=gmeta)
-            gmeta = gmeta + [len(meta), 0, 0] if len(meta) else gmeta
-            gmeta[:, 1] += 3  # kinds 3..5: graphics as jpeg, resaved, uncompressed
-            x, y, meta = np.concatenate([x, gx]), np.concatenate([y, gy]), np.concatenate([meta, gmeta])
+            light = (gmeta[:, 1] == 2) | (gmeta[:, 2] >= GRAPHICS_MIN_QF)
+            gmeta = gmeta[light] + [len(meta), 3, 0]  # kinds 3..5: graphics
+            x, y = np.concatenate([x, gx[light]]), np.concatenate([y, gy[light]])
+            meta = np.concatenate([meta, gmeta])
     except (WeightsError, ValueError, OSError) as e:
         return fail(str(e).splitlines()[0])
     held = meta[:, 0] % 10 == 0

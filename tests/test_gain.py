@@ -178,3 +178,12 @@ def test_jpeg_derived_ground_truths_are_recognised():
     assert not gain.jpeg_derived(y)
     assert gain.jpeg_derived(cv2.imdecode(cv2.imencode(".jpg", y, [cv2.IMWRITE_JPEG_QUALITY, 75])[1],
                                           cv2.IMREAD_UNCHANGED))
+
+
+def test_readme_python_example_runs_as_written():
+    """The README's Python API block, executed verbatim."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})
