@@ -7,7 +7,7 @@ import numpy as np
 from export.run import IMAGE_EXTENSIONS
 from rbqe_tf.image_io import read_image
 
-GENERATED_QUALITIES = (10, 20, 30, 40, 50)
+GENERATED_QUALITIES = (10, 30, 50, 70, 90, None)  # None: the uncompressed scene
 
 
 def _opencv():
@@ -46,11 +46,15 @@ def _scenes(size):
 
 
 def generated_set(size, qualities=GENERATED_QUALITIES):
-    """[(name, image)]: each scene JPEG-compressed (OpenCV) at each quality factor."""
+    """[(name, image)]: each scene JPEG-compressed (OpenCV) at each quality factor (None:
+    as it is), so the early-exit figures see light inputs as well as heavy ones."""
     cv2 = _opencv()
     images = []
     for name, scene in _scenes(size).items():
         for q in qualities:
+            if q is None:
+                images.append((f"{name}_none", scene))
+                continue
             ok, data = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, q])
             images.append((f"{name}_q{q}", cv2.imdecode(data, cv2.IMREAD_UNCHANGED)))
     return images

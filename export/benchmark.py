@@ -8,8 +8,10 @@ measured on this device (ai-edge-litert + NumPy; OpenCV only for the image set).
    files' invokes alone, which separates their compute from passing features on.
 3. The quality-score model's cost, and its ratio to a full exit-K pass.
 4. A mixed-quality image set (``--images DIR``, else generated: three scenes JPEG-coded
-   at QF 10–50) through ``export.runner.Runner``: early exit vs always exit K — mean
-   ms per image, exit histogram, MACs per image (tiles × the manifest's MACs).
+   at QF 10–90 and as they are) through ``export.runner.Runner`` with the export's own
+   decision (the gain decision where it carries a predictor): early exit vs always
+   exit K — mean ms per image, exit histogram 0..K, MACs per image (tiles × the
+   manifest's MACs; exit 0 runs no stage).
 5. Peak resident memory; energy per image from battery counters with
    ``--energy_seconds`` (``export.energy``), else MACs per image as the proxy.
 6. With ``--op_profile exit_5``: time per op and op type (``export.op_profile``).
@@ -50,7 +52,8 @@ def _parser():
                                 description=__doc__.split("\n")[0])
     p.add_argument("--models", help="export folder (python -m export.tflite)")
     p.add_argument("--images", help="folder of compressed test images (default: generated "
-                   f"scenes at JPEG QF {', '.join(map(str, GENERATED_QUALITIES))})")
+                   f"scenes at JPEG QF {', '.join(str(q) for q in GENERATED_QUALITIES if q)} "
+                   "and uncompressed)")
     p.add_argument("--size", type=int, help="side of the generated images (default: the tile)")
     p.add_argument("--codec", choices=("jpeg", "hevc"), help="score model and threshold "
                    "(default: the export's first codec)")
@@ -217,9 +220,11 @@ class Bench:
             tiles = self._tiles(image)
             records.append({"image": name, "shape": list(image.shape), "tiles": tiles,
                             "exit": result.exit, "scores": result.scores[0],
+                            "gains": result.gains,
                             "early_ms": float(np.median(early)),
                             "always_last_ms": float(np.median(full)),
-                            "macs": tiles * per_exit[result.exit - 1],
+                            # exit 0 runs no stage (the gain look is ~0.1 % of exit 5)
+                            "macs": tiles * per_exit[result.exit - 1] if result.exit else 0,
                             "always_last_macs": tiles * per_exit[-1]})
             progress.step(f"{name}: exit {result.exit}, {records[-1]['early_ms']:.0f} ms vs "
                           f"{records[-1]['always_last_ms']:.0f} ms")
@@ -227,10 +232,12 @@ class Bench:
                 for key in ("early_ms", "always_last_ms", "macs", "always_last_macs")}
         return {"source": self.args.images or "generated", "count": len(records),
                 "threshold": self.runner.threshold, "decision": self.runner.decision,
+                "gain_rule": self.runner.gain and {k: self.runner.gain[k]
+                                                   for k in ("margin", "tolerance")},
                 "mean_ms": mean["early_ms"], "always_last_mean_ms": mean["always_last_ms"],
                 "ratio": mean["early_ms"] / mean["always_last_ms"],
                 "histogram": {str(k): sum(r["exit"] == k for r in records)
-                              for k in range(1, self.k + 1)},
+                              for k in range(0, self.k + 1)},
                 "macs_per_image": mean["macs"], "always_last_macs_per_image":
                 mean["always_last_macs"], "macs_ratio": mean["macs"] / mean["always_last_macs"],
                 "images": records}
@@ -350,7 +357,9 @@ def markdown(result):
     hist = ", ".join(f"exit {k}: {n}" for k, n in ee["histogram"].items())
     lines += ["", f"Quality score ({sc['model']}): {_f(sc['median_ms'], 2)} ms = "
               f"{100 * sc['ratio']:.1f} % of a full {sc['full_pass_model']} pass.", "",
-              f"Early exit on {ee['count']} images ({ee['source']}, τ = {ee['threshold']:.3f}): "
+              f"Early exit on {ee['count']} images ({ee['source']}, "
+              + (f"gain decision, margin {ee['gain_rule']['margin']:.2f} dB"
+                 if ee["decision"] == "gain" else f"τ = {ee['threshold']:.3f}") + "): "
               f"{_f(ee['mean_ms'])} ms per image vs {_f(ee['always_last_mean_ms'])} ms always "
               f"at the last exit (ratio {ee['ratio']:.3f}); {_f(ee['macs_per_image'] / 1e9, 3)} vs "
               f"{_f(ee['always_last_macs_per_image'] / 1e9, 3)} GMAC per image "
