@@ -196,6 +196,8 @@ class Exporter:
                 _write_atomic(os.path.join(out, name), f.read())
             manifest["gain"][codec] = {"path": name, "sha256": sha256_file(os.path.join(out, name)),
                                        **rule}
+            log(f"gain decision ({codec}): {name}, margin {rule['margin']:.2f} dB, tolerance "
+                f"{rule['tolerance']:.2f} dB (the runner's default decision)")
         log(f"checking {len(files)} files against the Keras model on {len(val_comp)} "
             "validation patches…")
         start = time.perf_counter()
