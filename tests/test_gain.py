@@ -187,3 +187,15 @@ def test_readme_python_example_runs_as_written():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
     exec(compile(block, "README.md", "exec"), {})
+
+
+def test_fit_head_learns_a_known_mapping():
+    """The NumPy Adam fit recovers gains that are a fixed function of the features."""
+    from rbqe_tf.gain_fit import fit_head
+    rng = np.random.default_rng(9)
+    x = rng.random((200, gain.NUM_FEATURES))
+    y = np.stack([x[:, 0] - x[:, 1], 2 * x[:, 2], np.maximum(x[:, 3] - 0.5, 0),
+                  -x[:, 4], x[:, 5] + x[:, 6]], 1)
+    predictor = fit_head(x, y, seed=0, steps=1500)
+    assert np.abs(predictor.predict_features(x) - y).mean() < 0.05
+    assert np.abs(y - y.mean(0)).mean() > 0.2  # what predicting the mean would miss
