@@ -84,6 +84,12 @@ def checked_path(folder, manifest, name):
     entry = manifest["files"].get(name)
     if entry is None:
         raise ManifestError(f"{folder}: manifest lists no model {name!r}")
+    return checked_entry(folder, entry)
+
+
+def checked_entry(folder, entry):
+    """Path of the file a manifest ``entry`` ({"path", "sha256"}) names, after checking
+    that it exists and its sha256 matches."""
     path = os.path.join(folder, entry["path"])
     if not os.path.isfile(path):
         raise ManifestError(f"{path}: missing (listed in {MANIFEST})")

@@ -29,10 +29,10 @@ from ai_edge_litert.interpreter import load_delegate
 
 from export import tiling
 from export.litert_model import Value, open_model
-from export.manifest import ManifestError, read_manifest
+from export.manifest import ManifestError, checked_entry, read_manifest
 from export.stages import iterate_stages
 from rbqe_tf import color
-from rbqe_tf.gain import GainPredictor, decide
+from rbqe_tf.gain import decide, read_predictor
 
 DECISIONS = ("gain", "image", "tile")
 
@@ -74,7 +74,7 @@ class Runner:
         if decision == "gain" and not self.gain:
             raise ManifestError(f"{folder}: no gain predictor for {self.codec} in this export")
         self.decision = decision
-        self.predictor = self.gain and _load_predictor(folder, self.gain)
+        self.predictor = self.gain and read_predictor(checked_entry(folder, self.gain))
         self.threshold = manifest["thresholds"][self.codec] if threshold is None else threshold
         self.tile, self.num_exits = manifest["tile"], manifest["num_exits"]
         self.block = manifest["block_size"][self.codec]
@@ -123,17 +123,6 @@ class Runner:
         else:
             out, exits, scores = color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
         return RunResult(out, exits, scores, (time.perf_counter() - start) * 1e3, gains)
-
-
-def _load_predictor(folder, entry):
-    """The export's gain predictor, its sha256 checked against the manifest."""
-    import os
-    from export.manifest import sha256_file
-    path = os.path.join(folder, entry["path"])
-    if not os.path.isfile(path) or sha256_file(path) != entry["sha256"]:
-        raise ManifestError(f"{path}: missing or changed (listed in the manifest); re-export")
-    with np.load(path) as data:
-        return GainPredictor({k: data[k].astype(np.float64) for k in data.files})
 
 
 def _feature_bytes(manifest):

@@ -57,9 +57,9 @@ _BAND_MATRIX = np.eye(len(BAND_EDGES) - 1)[_BAND_INDEX]  # [64, bands]
 
 
 def _lattice_sums(c, base):
-    """{q: (Σ w·cos(2πc/q), Σ w)} over blocks for q = base, base/2, base/4, base/8, with
-    w = 1 − exp(−(c/q)²), and Σ exp(−(c/q)²) for the smallest q. Angle doubling and
-    repeated fourth powers need two transcendental calls per coefficient, not eight."""
+    """({q: (Σ w·cos(2πc/q), Σ w)} over blocks for q = base, base/2, base/4, base/8, with
+    w = 1 − exp(−(c/q)²); exp(−(c/q)²) per coefficient for the smallest q). Angle doubling
+    and repeated fourth powers need two transcendental calls per coefficient, not eight."""
     turns = c / base
     cos = np.cos((2 * math.pi) * (turns - np.round(turns))).astype(np.float32)
     gauss = np.exp(-np.square(turns)).astype(np.float32)
@@ -195,8 +195,11 @@ def load_predictor(weights_path):
 
     Raises ValueError naming the file if it exists but is not a predictor."""
     path = predictor_path(weights_path)
-    if not path.is_file():
-        return None
+    return read_predictor(path) if path.is_file() else None
+
+
+def read_predictor(path):
+    """The gain predictor in file ``path``; ValueError naming the file if it is not one."""
     try:
         with np.load(path) as data:
             weights = {k: data[k].astype(np.float64) for k in data.files}
