@@ -118,8 +118,7 @@ class Runner:
         if exit is None and self.decision == "gain":
             exit, gains = decide(self.predictor, self.gain, image)
         if exit == 0:
-            color.luma(image)  # the same checks as an enhanced image gets
-            out, exits, scores = np.array(image, copy=True), [0], [[]]
+            out, exits, scores = color.unchanged(image), [0], [[]]
         else:
             out, exits, scores = color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
         return RunResult(out, exits, scores, (time.perf_counter() - start) * 1e3, gains)

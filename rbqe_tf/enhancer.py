@@ -142,8 +142,7 @@ class Enhancer:
         if exit is None and self.decision == "gain":
             exit, gains = decide(self.predictor, self.gain_rule, image)
         if exit == 0:
-            color.luma(image)  # the same checks as an enhanced image gets
-            out, k, scores = np.array(image, copy=True), 0, []
+            out, k, scores = color.unchanged(image), 0, []
         else:
             out, k, scores = color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
         if bgr:

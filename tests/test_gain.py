@@ -199,3 +199,12 @@ def test_fit_head_learns_a_known_mapping():
     predictor = fit_head(x, y, seed=0, steps=1500)
     assert np.abs(predictor.predict_features(x) - y).mean() < 0.05
     assert np.abs(y - y.mean(0)).mean() > 0.2  # what predicting the mean would miss
+
+
+def test_exit_0_refuses_what_an_enhanced_image_would(tiny):
+    from rbqe_tf.enhancer import Enhancer
+    enhancer = Enhancer(tiny)
+    bad = np.full((16, 16), np.nan, np.float32)
+    for exit in (0, 1):
+        with pytest.raises(ValueError, match="NaN"):
+            enhancer(bad, exit=exit)
