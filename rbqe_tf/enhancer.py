@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from export import tiling
 from rbqe_tf import color, iqa
-from rbqe_tf.calibration import resolve_gain_rule, resolve_threshold
+from rbqe_tf.calibration import DEFAULT_GAIN_RULE, resolve_gain_rule, resolve_threshold
 from rbqe_tf.gain import decide, load_predictor
 from rbqe_tf.levels import BLOCK_SIZE, check_codec
 from rbqe_tf.model import default_weights, iterate_stages, load_model
@@ -80,7 +80,7 @@ class Enhancer:
             raise ValueError("the gain decision needs a gain predictor (<weights>.gain.npz, "
                              "python -m rbqe_tf.gain_fit)")
         self.predictor = predictor
-        self.gain_rule = gain_rule or resolve_gain_rule(codec, None)[0]
+        self.gain_rule = gain_rule or dict(DEFAULT_GAIN_RULE)
         self.multiple = model.rbqe_config.size_multiple
         self.num_exits = model.rbqe_config.num_exits
         if tile % self.multiple or tile < self.multiple:

@@ -103,8 +103,9 @@ class Evaluator:
             score_ms.append((start - scored) * 1e3)
         return [to_uint8(o) for o in outputs], scores, stage_ms, score_ms
 
-    def measure(self, name, level, gt, decoded):
-        """A :class:`Record` for one decoded image. The first image of each padded size
+    def measure(self, name, level, gt, decoded, gt_jpeg_derived=False):
+        """A :class:`Record` for one decoded image (``gt_jpeg_derived``: whether ``gt`` was
+        itself JPEG-coded, :func:`rbqe_tf.gain.jpeg_derived`). The first image of each padded size
         runs twice: an untimed warm-up, then the measured run."""
         size = tuple(s + -s % self.multiple for s in decoded.shape)
         if size not in self._stage_gmacs:
@@ -120,7 +121,7 @@ class Evaluator:
         return Record(name, level, *inputs, input_score, exits[:, 0], exits[:, 1],
                       exits[:, 2], np.array(scores), np.array(stage_ms),
                       np.array(score_ms[:-1]), self._stage_gmacs[size], predicted,
-                      gain.gate_gmacs(*decoded.shape), gain.jpeg_derived(gt))
+                      gain.gate_gmacs(*decoded.shape), gt_jpeg_derived)
 
 
 def measure(model, sources, codec, progress=True, predictor=None):
@@ -133,7 +134,8 @@ def measure(model, sources, codec, progress=True, predictor=None):
         except ImageError as e:
             skipped.append(str(e))
             continue
-        records += [evaluator.measure(source.name, level, gt, image)
+        derived = gain.jpeg_derived(gt)  # once per ground truth, not per level
+        records += [evaluator.measure(source.name, level, gt, image, derived)
                     for level, image in decoded.items()]
     return records, skipped
 
