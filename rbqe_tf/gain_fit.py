@@ -189,6 +189,25 @@ def error_report(predictor, x, y, meta):
             for key, ix in sorted(groups.items())}
 
 
+def cached_labels(path, make, model, relabel=False, refeature=False):
+    """(features, labels, meta) cached in ``path``: made by ``make(model)`` when the file
+    is missing or ``relabel``; with ``refeature``, the cached labels keep and
+    ``make(None)`` redraws the same inputs for new features (no network run)."""
+    if not os.path.exists(path) or relabel:
+        x, y, meta = make(model)
+    else:
+        with np.load(path) as d:
+            x, y, meta = d["x"], d["y"], d["meta"]
+        print(f"labels from {path} ({len(x)} inputs)")
+        if not refeature:
+            return x, y, meta
+        x, _, again = make(None)
+        if not np.array_equal(again, meta):
+            raise ValueError(f"{path}: made with other --crops/--graphics/--variants/--seed")
+    np.savez(path, x=x, y=y, meta=meta)
+    return x, y, meta
+
+
 def main(argv):
     from absl import flags
     f = flags.FLAGS
@@ -204,30 +223,13 @@ def main(argv):
     started = time.time()
     try:
         model = load_model(f.weights)
-        if os.path.exists(cache) and not f.relabel:
-            with np.load(cache) as d:
-                x, y, meta = d["x"], d["y"], d["meta"]
-            print(f"labels from {cache} ({len(x)} inputs)")
-            if f.refeature:  # the same draws (same --crops/--variants/--seed), new features
-                x, _, again = make_labels(None, f.data, f.crops, f.variants, f.seed)
-                if not np.array_equal(again, meta):
-                    return fail(f"{cache}: made with other --crops/--variants/--seed")
-                np.savez(cache, x=x, y=y, meta=meta)
-        else:
-            x, y, meta = make_labels(model, f.data, f.crops, f.variants, f.seed)
-            np.savez(cache, x=x, y=y, meta=meta)
+        x, y, meta = cached_labels(cache, lambda m: make_labels(
+            m, f.data, f.crops, f.variants, f.seed), model, f.relabel, f.refeature)
         if f.graphics:
-            extra = os.path.join(f.run_dir, "labels_graphics.npz")
-            if os.path.exists(extra) and not f.relabel and not f.refeature:
-                with np.load(extra) as d:
-                    gx, gy, gmeta = d["x"], d["y"], d["meta"]
-            else:
-                gx, gy, gmeta = make_labels(model, None, f.graphics, f.variants, f.seed + 1,
-                                            synthetic=True)
-                if gy is None:  # --refeature: labels from the cache, new features
-                    with np.load(extra) as d:
-                        gy = d["y"]
-                np.savez(extra, x=gx, y=gy, meta=gmeta)
+            gx, gy, gmeta = cached_labels(
+                os.path.join(f.run_dir, "labels_graphics.npz"), lambda m: make_labels(
+                    m, None, f.graphics, f.variants, f.seed + 1, synthetic=True),
+                model, f.relabel, f.refeature)
             light = (gmeta[:, 1] == 2) | (gmeta[:, 2] >= GRAPHICS_MIN_QF)
             gmeta = gmeta[light] + [len(meta), 3, 0]  # kinds 3..5: graphics
             x, y = np.concatenate([x, gx[light]]), np.concatenate([y, gy[light]])

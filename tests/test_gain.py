@@ -208,3 +208,31 @@ def test_exit_0_refuses_what_an_enhanced_image_would(tiny):
     for exit in (0, 1):
         with pytest.raises(ValueError, match="NaN"):
             enhancer(bad, exit=exit)
+
+
+def test_label_cache_reuses_relabels_and_refeatures(tmp_path):
+    from rbqe_tf.gain_fit import cached_labels
+    calls = []
+
+    def make(model):
+        calls.append(model)
+        meta = np.array([[0, 0, 10], [1, 2, 0]])
+        y = None if model is None else np.full((2, 5), float(len(calls)))
+        return np.full((2, 3), float(len(calls))), y, meta
+
+    path = tmp_path / "labels.npz"
+    x, y, _ = cached_labels(path, make, "net")
+    assert calls == ["net"] and y[0, 0] == 1
+    x2, y2, _ = cached_labels(path, make, "net")  # cached: no call
+    assert calls == ["net"] and np.array_equal(x2, x) and np.array_equal(y2, y)
+    x3, y3, _ = cached_labels(path, make, "net", refeature=True)  # new features, same labels
+    assert calls == ["net", None] and x3[0, 0] == 2 and y3[0, 0] == 1
+    assert np.array_equal(np.load(path)["x"], x3)
+    _, y4, _ = cached_labels(path, make, "net", relabel=True)
+    assert calls[-1] == "net" and y4[0, 0] == 3
+
+    def other_draws(model):
+        return np.zeros((1, 3)), None, np.array([[5, 0, 50]])
+
+    with pytest.raises(ValueError, match="made with other"):
+        cached_labels(path, other_draws, "net", refeature=True)
