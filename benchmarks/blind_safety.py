@@ -24,7 +24,10 @@ import numpy as np
 
 from datasets.sources import list_sources, to_y
 from rbqe_tf import gain, metrics
+from rbqe_tf.demo import level_name
+from rbqe_tf.evaluation_data import DataError, parse_levels
 from rbqe_tf.image_io import read_image
+from rbqe_tf.levels import UNCOMPRESSED, is_light
 
 DEFAULT_LEVELS = "10,20,30,40,50,60,70,80,90,95,100,none"
 
@@ -40,8 +43,8 @@ def write_inputs(folders, levels, out):
             rgb = rgb[..., :3]
             bgr = np.ascontiguousarray(rgb[..., ::-1])
             for level in levels:
-                stem = f"{path.stem}_{'none' if level is None else f'q{level}'}"
-                if level is None:
+                stem = f"{path.stem}_{'none' if level == UNCOMPRESSED else f'q{level}'}"
+                if level == UNCOMPRESSED:
                     cv2.imwrite(os.path.join(out, stem + ".png"), bgr)
                 else:
                     cv2.imwrite(os.path.join(out, stem + ".jpg"), bgr,
@@ -57,7 +60,10 @@ def main(argv=None):
     p.add_argument("--json")
     p.add_argument("cli_flags", nargs="*", help="extra flags for rbqe_tf.enhance (after --)")
     a = p.parse_args(argv)
-    levels = [None if v.strip() == "none" else int(v) for v in a.levels.split(",")]
+    try:
+        levels = parse_levels("jpeg", a.levels.split(","))
+    except DataError as e:
+        sys.exit(f"error: {e}")
     with tempfile.TemporaryDirectory() as tmp:
         inputs, outputs = os.path.join(tmp, "in"), os.path.join(tmp, "out")
         os.makedirs(inputs)
@@ -72,10 +78,10 @@ def main(argv=None):
             sys.exit(f"error: rbqe_tf.enhance failed: {run.stderr.strip().splitlines()[-1:]}")
         rows = []
         for stem, (name, level, rgb) in made.items():
-            source = os.path.join(inputs, stem + (".png" if level is None else ".jpg"))
+            source = os.path.join(inputs, stem + (".png" if level == UNCOMPRESSED else ".jpg"))
             given, enhanced = read_image(source), read_image(os.path.join(outputs, stem + ".png"))
             gt_y = to_y(rgb)
-            rows.append({"image": name, "level": "none" if level is None else level,
+            rows.append({"image": name, "level": level_name(level),
                          "psnr_in": min(metrics.psnr(gt_y, to_y(given)), 100.0),
                          "psnr_out": min(metrics.psnr(gt_y, to_y(enhanced)), 100.0),
                          "unchanged": bool(np.array_equal(given, enhanced)),
@@ -86,8 +92,8 @@ def main(argv=None):
           f"JPEG-derived ground truths (mean, worst)")
     summary = {}
     for level in levels:
-        name = "none" if level is None else level
-        light = level is None or level >= 70
+        name = level_name(level)
+        light = is_light(level, "jpeg")
         sel = [r for r in rows if r["level"] == name and not (light and r["gt_jpeg_derived"])]
         apart = [r for r in rows if r["level"] == name and light and r["gt_jpeg_derived"]]
         d = [r["psnr_out"] - r["psnr_in"] for r in sel]

@@ -24,7 +24,7 @@ from rbqe_tf import gain
 from rbqe_tf.calibration import (RULES, best_index, calibrate_gain, choose_exits, gain_outcomes,
                                  knee_index, max_loss_index, sweep)
 from rbqe_tf.image_io import ImageError
-from rbqe_tf.levels import BLOCK_SIZE, UNCOMPRESSED, check_codec
+from rbqe_tf.levels import BLOCK_SIZE, check_codec, is_light
 from rbqe_tf.macs import macs_per_stage
 from rbqe_tf.model import iterate_stages
 
@@ -265,11 +265,6 @@ def summarize(records, threshold, gain_rule=None, codec="jpeg"):
 
     return {"levels": {str(lv): group([r for r in records if r.level == lv]) for lv in levels},
             "overall": group(records)}
-
-
-def is_light(level, codec):
-    """Light inputs, which the gain rule must not make worse: uncompressed, JPEG QF ≥ 70."""
-    return level == UNCOMPRESSED or (codec == "jpeg" and level >= 70)
 
 
 def is_measurable(record, codec):

@@ -47,6 +47,11 @@ def severity(codec, level):
     return (50.0 - level) / 10.0 if codec == "jpeg" else (level - 22.0) / 5.0
 
 
+def is_light(level, codec):
+    """Light inputs, which the gain rule must not make worse: uncompressed, JPEG QF ≥ 70."""
+    return level == UNCOMPRESSED or (codec == "jpeg" and level >= 70)
+
+
 def exit_weights(sev, table=EXIT_WEIGHTS):
     """Per-exit loss weights for severity ``sev`` (scalar or array) → [..., num_exits]."""
     sev = np.asarray(sev, np.float32)
