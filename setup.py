@@ -16,7 +16,8 @@ setup(
         "tensorflow-model-optimization>=0.8.1",
         "ai-edge-litert>=2.3",
         "numpy>=1.26",
-        "opencv-python-headless>=4.9",
+        "opencv-python-headless>=5.0",  # image metadata (ICC, EXIF, XMP) read and written
+        "pillow>=10",  # image headers: the pixel budget is checked before decoding
         "absl-py>=1.2",
         "tqdm>=4.66",
         "flatbuffers>=23.5",  # export.gpu_ops reads .tflite files directly

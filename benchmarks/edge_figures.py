@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from rbqe_tf.files import write_text
+
 MODES = {"fp32": "fp32", "fp16": "fp16", "int8": "int8_full_int8_io"}
 PEAK_NOTE = ("2 cores × 3.6 GHz × 32 FP32 FLOP/cycle ≈ 230 GFLOP/s = 115 GMAC/s "
              "(PITFALLS.md; a large matmul reaches ≈ 190 GFLOP/s)")
@@ -341,10 +343,7 @@ def main(argv=None):
     text = markdown(res)
     for path, data in ((args.out, text), (args.json, json.dumps(res, indent=1) + "\n")):
         if path:
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            write_text(path, data)
             log(f"wrote {path}")
     print(text, end="")
     return 0

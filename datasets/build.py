@@ -34,13 +34,15 @@ from datasets.codecs import (HEVC_QP_RANGE, JPEG_QUALITY_RANGE, CodecError, comp
 from datasets.manifest import (append_row, manifest_path, read_manifest, row_key,
                                write_manifest)
 from datasets.sources import list_sources, stem_of, to_y
-from rbqe_tf.image_io import ImageError, read_image, write_image
+from rbqe_tf.files import TEMP_PREFIX
+from rbqe_tf.cli import check_range
+from rbqe_tf.image_io import (DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, ImageError,
+                              read_image, set_pixel_budget, write_image)
 from rbqe_tf.levels import CODECS, DEFAULT_LEVELS
 from rbqe_tf.metrics import psnr, ssim
 
 LEVEL_RANGE = {"jpeg": JPEG_QUALITY_RANGE, "hevc": HEVC_QP_RANGE}
 LOCK_NAME = ".build.lock"
-TEMP_PREFIX = ".tmp-"  # rbqe_tf.image_io.write_image and manifest.write_manifest temp names
 
 
 class BuildError(Exception):
@@ -251,12 +253,18 @@ def _define_flags():
     flags.DEFINE_list("levels", None, "JPEG qualities or HEVC QPs (default: the codec's "
                       "DEFAULT_LEVELS, JPEG 10..50, HEVC 22..42).")
     flags.DEFINE_integer("workers", None, "Images compressed in parallel (default: CPU count).")
+    flags.DEFINE_float("max_megapixels", DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # the summary says it
+    problem = check_range("--max_megapixels", FLAGS.max_megapixels, 0.01, what="> 0")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    set_pixel_budget(FLAGS.max_megapixels)
     try:
         summary = build(FLAGS.src, FLAGS.out, FLAGS.codec, FLAGS.levels, FLAGS.workers,
                         progress=True)

@@ -14,11 +14,9 @@ names existing files. A run killed while appending can leave an unterminated
 last line; readers ignore it and the next build removes it.
 """
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from rbqe_tf.image_io import FILE_MODE
+from rbqe_tf.files import write_text
 
 MANIFEST_NAME = "manifest.jsonl"
 FIELDS = ("stem", "source", "codec", "level", "gt", "path", "height", "width",
@@ -73,14 +71,4 @@ def append_row(out_dir, row):
 
 def write_manifest(out_dir, rows):
     """Replaces the manifest atomically with ``rows`` sorted by :func:`row_key`."""
-    path = manifest_path(out_dir)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(format_row(r) for r in sorted(rows, key=row_key))
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(manifest_path(out_dir), "".join(format_row(r) for r in sorted(rows, key=row_key)))

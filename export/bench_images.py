@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from export.run import IMAGE_EXTENSIONS
+from rbqe_tf.batch import IMAGE_EXTENSIONS
 from rbqe_tf.image_io import read_image
 
 GENERATED_QUALITIES = (10, 30, 50, 70, 90, None)  # None: the uncompressed scene

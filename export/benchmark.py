@@ -34,13 +34,14 @@ from ai_edge_litert.interpreter import load_delegate
 from export import benchmark_model, op_profile, tiling
 from export.bench_images import GENERATED_QUALITIES, folder_set, generated_set
 from export.energy import DEFAULT_ROOT, EnergyMeter
-from rbqe_tf.image_io import ImageError
 from export.latency import Progress, cpu_count, peak_rss_mb, time_round_robin
 from export.litert_model import ModelError, Value, open_model
 from export.manifest import ManifestError, checked_path, read_manifest
 from export.op_macs import read_op_macs
 from export.runner import Runner
 from export.stages import iterate_stages
+from rbqe_tf.files import write_text
+from rbqe_tf.image_io import ImageError
 
 # The targets (int8, 2 threads, 512×512 on the development CPU).
 TARGETS = {"staged_over_monolithic": 1.05, "score_over_full_pass": 0.05,
@@ -416,13 +417,6 @@ def logs_markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def _write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
@@ -457,9 +451,9 @@ def main(argv=None):
         return fail(str(e))
     print(text, end="")
     if args.json:
-        _write(args.json, json.dumps(result, indent=1) + "\n")
+        write_text(args.json, json.dumps(result, indent=1) + "\n")
     if args.markdown:
-        _write(args.markdown, text)
+        write_text(args.markdown, text)
     return 0
 
 

@@ -21,6 +21,7 @@ from export.optimize import optimize
 from export.retile import retile
 from export.representative import compressed_patches, image_crops, ramp, stage_inputs
 from rbqe_tf.calibration import resolve_gain_rule, resolve_threshold
+from rbqe_tf.files import write_bytes
 from rbqe_tf.gain import load_predictor, predictor_path
 from rbqe_tf.levels import BLOCK_SIZE, CODECS, DEFAULT_LEVELS, PUBLISHED_THRESHOLDS
 from rbqe_tf.macs import macs_per_exit, macs_per_stage
@@ -35,13 +36,6 @@ def _version(dist):
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _write_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def exit_thresholds(codecs, weights=None):
@@ -126,7 +120,7 @@ class Exporter:
                 data, rewrites = optimize(data)
             seconds = time.perf_counter() - start
             path = os.path.join(out, f"{name}.tflite")
-            _write_atomic(path, data)
+            write_bytes(path, data)
             interpreter = make_interpreter(path, 1)
             signature = interpreter.get_signature_runner()
             names = {d["name"]: logical for details in (signature.get_input_details(),
@@ -193,7 +187,7 @@ class Exporter:
         for codec, rule in self.gain.items():
             name = f"gain_{codec}.npz"
             with open(predictor_path(self.weights), "rb") as f:
-                _write_atomic(os.path.join(out, name), f.read())
+                write_bytes(os.path.join(out, name), f.read())
             manifest["gain"][codec] = {"path": name, "sha256": sha256_file(os.path.join(out, name)),
                                        **rule}
             log(f"gain decision ({codec}): {name}, margin {rule['margin']:.2f} dB, tolerance "

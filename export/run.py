@@ -12,7 +12,8 @@ log lines (XNNPACK) are shown only with ``--verbose``.
 import argparse
 import sys
 
-from rbqe_tf.batch import FORMAT_HELP, FORMATS, IMAGE_EXTENSIONS  # noqa: F401
+from rbqe_tf.batch import FORMAT_HELP, FORMATS
+from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 
 DECISIONS = ("gain", "image", "tile")  # export.runner.DECISIONS (a test checks they agree)
 
@@ -53,6 +54,8 @@ def _parser():
     p.add_argument("--format", choices=tuple(FORMATS), default="png",
                    help=FORMAT_HELP.lower().rstrip("."))
     p.add_argument("--quality", type=int, help="JPEG/WebP quality, 1..100 (default 95)")
+    p.add_argument("--max_megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                   help=MAX_MEGAPIXELS_HELP)
     p.add_argument("--verbose", action="store_true", help="show LiteRT's own log lines")
     return p
 
@@ -82,6 +85,7 @@ def usage_problem(args, inputs):
                            what="a multiple of 8, at least 8")
             or check_range("--cache_mb", args.cache_mb, 0.0)
             or check_range("--threads", args.threads, 1, what="at least 1")
+            or check_range("--max_megapixels", args.max_megapixels, 0.01, what="> 0")
             or output_folder_problem(args.out))
 
 
@@ -92,6 +96,9 @@ def main(argv=None):
     problem = usage_problem(args, inputs)
     if problem:
         return fail(problem)
+    from rbqe_tf.cli import exit_on_sigterm
+    exit_on_sigterm()
+    set_pixel_budget(args.max_megapixels)
     from export.litert_model import ModelError
     from export.manifest import ManifestError
     from export.runner import Runner

@@ -58,6 +58,10 @@ def owned_patches(axis, i, block):
     return lo - first, hi - first
 
 
+class NonFiniteOutput(ValueError):
+    """The network's output holds NaN or ±inf: refused, never stored as black pixels."""
+
+
 def early_exit(y, rows, cols, stages, maps, block, threshold, num_exits, exit=None,
                per_tile=False, keep=1):
     """Enhances Y plane ``y`` [H, W] tile by tile → (Y out [H, W] float32, exits, scores).
@@ -78,7 +82,7 @@ def early_exit(y, rows, cols, stages, maps, block, threshold, num_exits, exit=No
     Memory: at most ``keep`` (≥ 1) tiles keep their features between exits; the
     others are re-run from the first stage at the next exit. The result does not
     depend on ``keep``; only the time does. Returns one exit and one score list per
-    group.
+    group; NonFiniteOutput if an exit taken holds NaN or ±inf.
     """
     h, w = y.shape
     padded = np.pad(np.asarray(y, np.float32), ((0, rows.padded - h), (0, cols.padded - w)),
@@ -111,6 +115,11 @@ def early_exit(y, rows, cols, stages, maps, block, threshold, num_exits, exit=No
                 scores.append(score_from_sums(sums))
                 if scores[-1] >= threshold:
                     break
+        for i, j in group:
+            (r0, r1), (c0, c1) = rows.owned[i], cols.owned[j]
+            if not np.isfinite(out[r0:r1, c0:c1]).all():
+                raise NonFiniteOutput(f"exit {k} produced NaN or infinite values "
+                                      "(a damaged model or export?); nothing written")
         exits.append(k)
         all_scores.append(scores)
     return out[:h, :w], exits, all_scores

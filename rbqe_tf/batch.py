@@ -4,15 +4,19 @@ both ``python -m rbqe_tf.enhance`` and the TFLite runner's ``python -m export.ru
 Outputs are named after the inputs (a folder's files with ``recursive`` keep their
 path below it), PNG unless another format is asked for. An input is never replaced, an
 existing output only with ``overwrite``, and two inputs of one name are not written over
-each other; writes are atomic (:func:`rbqe_tf.image_io.write_image`). The output folder
-is created when the first file is written. A bad file gets one ``error:`` line on
-stderr and the rest still run.
+each other; writes are atomic (:func:`rbqe_tf.image_io.write_image`) and carry the
+input's colour profile, EXIF and XMP where the format holds them. The output folder is
+created when the first file is written; temporary files a killed run left in it are
+removed. A bad file gets one ``error:`` line on stderr and the rest still run; names
+are printed escaped and every line is flushed (progress shows through a pipe).
 """
 import dataclasses
 import os
 import sys
 
-from rbqe_tf.image_io import ImageError, encoding_problem, read_image, write_image
+from rbqe_tf.cli import printable
+from rbqe_tf.files import remove_orphan_temps
+from rbqe_tf.image_io import ImageError, encoding_problem, read_image_with_metadata, write_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pnm")
@@ -21,6 +25,7 @@ FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff", "same
 FORMAT_HELP = ("Output format: png (lossless, the default), tiff (lossless), jpg or webp "
                "(lossy, 8-bit; see --quality), same (the input's own format).")
 NOT_AN_IMAGE = "not an image file"
+NOT_A_FILE = "not a regular file"
 A_FOLDER = "a folder: add --recursive to enter it"
 
 
@@ -51,7 +56,7 @@ class Inputs:
         for reason, paths in by_reason.items():
             more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
             parts.append(f"{', '.join(paths[:limit])}{more} ({reason})")
-        return f"skipped {len(self.skipped)}: " + "; ".join(parts)
+        return printable(f"skipped {len(self.skipped)}: " + "; ".join(parts))
 
 
 def _is_image(name):
@@ -83,7 +88,9 @@ def expand_inputs(paths, recursive=False, exclude=None):
                 subfolders.clear()
             for name in sorted(names):
                 full = os.path.join(folder, name)
-                if _is_image(name):
+                if not os.path.isfile(full):  # a FIFO named a.png would block the batch
+                    skipped.append((full, NOT_A_FILE))
+                elif _is_image(name):
                     rel = os.path.relpath(full, path)
                     found.append(Input(full, os.path.splitext(rel)[0]))
                 else:
@@ -117,6 +124,10 @@ def enhance_files(inputs, out, enhance, describe, overwrite=False, out_format="p
     inputs = [i if isinstance(i, Input) else
               Input(i, os.path.splitext(os.path.basename(i))[0]) for i in inputs]
     input_paths = {os.path.realpath(i.path) for i in inputs}
+    if os.path.isdir(out):
+        removed = remove_orphan_temps(out)
+        if removed:
+            _say(f"removed {len(removed)} temporary file(s) an interrupted run left in {out}")
     written, failures = set(), 0
     for n, item in enumerate(inputs, 1):
         path = item.path
@@ -132,26 +143,31 @@ def enhance_files(inputs, out, enhance, describe, overwrite=False, out_format="p
                                  "with the same name in this run")
             if os.path.exists(target) and not overwrite:  # checked again when writing
                 raise ImageError(f"{target}: exists (use --overwrite to replace it)")
-            image = read_image(path)
+            image, metadata = read_image_with_metadata(path)
             problem = encoding_problem(image, ext)
             if problem:
                 raise ImageError(f"{path}: cannot write {ext[1:]}: {problem} "
                                  "(choose --format png or tiff)")
             result = enhance(image)
             _make_folder(os.path.dirname(target))
-            write_image(target, result.image, overwrite=overwrite, quality=quality)
-        except ImageError as e:
+            write_image(target, result.image, overwrite=overwrite, quality=quality,
+                        metadata=metadata)
+        except (ImageError, ValueError) as e:
             failures += 1
-            print(f"{prefix}: error: {str(e).removeprefix(path + ': ')}", file=sys.stderr)
+            _say(f"{prefix}: error: {str(e).removeprefix(path + ': ')}", sys.stderr)
             continue
         except Exception as e:  # one bad image must not stop the batch or dump a traceback
             failures += 1
-            print(f"{prefix}: error: {type(e).__name__}: {e}", file=sys.stderr)
+            _say(f"{prefix}: error: {type(e).__name__}: {e}", sys.stderr)
             continue
         written.add(os.path.realpath(target))
-        print(f"{prefix}: {describe(result)} {result.ms:.0f} ms -> {target}")
-    print(f"{len(written)} enhanced, {failures} failed")
+        _say(f"{prefix}: {describe(result)} {result.ms:.0f} ms -> {target}")
+    _say(f"{len(written)} enhanced, {failures} failed")
     return failures
+
+
+def _say(line, stream=None):
+    print(printable(line), file=stream or sys.stdout, flush=True)
 
 
 def _make_folder(folder):

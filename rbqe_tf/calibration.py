@@ -27,12 +27,11 @@ entry per codec: ``{"jpeg": {"threshold": τ, "rule": ..., ...}, "hevc": {...}}`
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from rbqe_tf.files import write_text
 from rbqe_tf.gain import choose_exits as choose_gain_exits
 from rbqe_tf.levels import PUBLISHED_THRESHOLDS
 
@@ -248,15 +247,5 @@ def save_threshold(weights_path, codec, entry):
     path = thresholds_path(weights_path)
     data = read_thresholds_file(weights_path)
     data[codec] = entry
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
     return path

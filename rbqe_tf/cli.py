@@ -7,6 +7,7 @@ a command line can answer ``--help`` and usage errors before TensorFlow loads.
 import contextlib
 import math
 import os
+import signal
 import sys
 
 HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
@@ -73,6 +74,27 @@ def fail(message):
     """Prints ``error: message`` on stderr and returns the usage-error status 2."""
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def printable(text):
+    """``text`` with control characters and undecodable bytes of file names escaped
+    (``\\n``, ``\\x1b``, ``\\xff``), so a hostile name cannot break a report line or
+    drive the terminal."""
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+        elif 0xDC80 <= ord(c) <= 0xDCFF:  # a byte the file system name did not decode
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        else:
+            out.append(c.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def exit_on_sigterm():
+    """Turns SIGTERM into SystemExit, so ``finally`` blocks run (temporary files are
+    removed) when a job is stopped the polite way."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def check_range(name, value, low=None, high=None, multiple=None, what=None):

@@ -15,7 +15,8 @@ import os
 from absl import app, flags
 
 from rbqe_tf.batch import FORMAT_HELP, FORMATS
-from rbqe_tf.cli import check_range, fail, import_tensorflow_quietly, parse_flags
+from rbqe_tf.cli import check_range, exit_on_sigterm, fail, import_tensorflow_quietly, parse_flags
+from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 
 # rbqe_tf.enhancer's defaults, repeated here so that --help needs no TensorFlow
 # (tests/test_cli_enhance.py checks that they agree).
@@ -42,6 +43,7 @@ flags.DEFINE_bool("recursive", False, "Also enhance the images in subfolders of 
                   "given (outputs keep their subfolder below --out).")
 flags.DEFINE_enum("format", "png", list(FORMATS), FORMAT_HELP)
 flags.DEFINE_integer("quality", None, "JPEG/WebP quality, 1..100 (default 95).")
+flags.DEFINE_float("max_megapixels", DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP)
 flags.DEFINE_bool("demo", False, "Compress the photos shipped in the package at every level "
                   "of --codec, enhance them and print PSNR before/after (no inputs needed); "
                   "writes PNGs, replacing its own earlier outputs in --out.")
@@ -80,6 +82,7 @@ def usage_problem(inputs):
             or check_range("overlap", FLAGS.overlap, 0, FLAGS.tile // 2 - 1, multiple=8,
                            what=f"a multiple of 8 in 0..{FLAGS.tile // 2 - 1}")
             or check_range("cache_mb", FLAGS.cache_mb, 0.0, what=">= 0")
+            or check_range("--max_megapixels", FLAGS.max_megapixels, 0.01, what="> 0")
             or (FLAGS.weights and not os.path.isfile(FLAGS.weights)
                 and f"{FLAGS.weights}: no such file")
             or _output_problem())
@@ -96,6 +99,8 @@ def main(argv):
     problem = usage_problem(inputs)
     if problem:
         return fail(problem)
+    exit_on_sigterm()
+    set_pixel_budget(FLAGS.max_megapixels)
     try:
         from rbqe_tf.image_io import quiet_opencv
         quiet_opencv()

@@ -1,6 +1,6 @@
 """``python -m rbqe_tf.evaluate``: quality, exits, cost and time of a model on a data folder.
 
-    python -m rbqe_tf.evaluate --data DIR --weights MODEL.keras [--codec jpeg|hevc]
+    python -m rbqe_tf.evaluate --data DIR [--weights MODEL.keras] [--codec jpeg|hevc]
         [--levels 10,20,30,40,50] [--threshold T] [--json OUT.json] [--plots DIR]
         [--calibrate [--calibrate_rule knee|best|max_loss]] [--max_loss_db 0.05]
         [--calibrate_gain]
@@ -26,14 +26,16 @@ from absl import app, flags
 
 from rbqe_tf.calibration import (MAX_LIGHT_LOSS_DB, RULES, read_thresholds_file,
                                  resolve_gain_rule, resolve_threshold, save_threshold)
-from rbqe_tf.cli import fail, import_tensorflow_quietly, parse_flags
+from rbqe_tf.cli import check_range, fail, import_tensorflow_quietly, parse_flags
 from rbqe_tf.evaluation_data import DataError, find_sources
 from rbqe_tf.gain import load_predictor
+from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 from rbqe_tf.plots import PlotError, require_matplotlib, write_plots
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "Folder of lossless ground-truth images, or a built set.")
-flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train.")
+flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train "
+                    "(default: the model shipped for --codec).")
 flags.DEFINE_enum("codec", "jpeg", ["jpeg", "hevc"], "Codec of the compressed inputs.")
 flags.DEFINE_list("levels", None, "JPEG qualities or HEVC QPs, 'none' for uncompressed "
                   "(default: the codec's five; for a built set, all its levels).")
@@ -50,12 +52,13 @@ flags.DEFINE_bool("calibrate_gain", False, "Store the calibrated gain rule (marg
                   "for --codec beside the weights: the highest mean ΔPSNR leaving no light "
                   f"input (QF >= 70, uncompressed) worse than {MAX_LIGHT_LOSS_DB} dB.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_float("max_megapixels", DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP)
 
 
 def _calibration_entry(report):
     cal, meta = report["calibration"], report["meta"]
     chosen = cal[FLAGS.calibrate_rule]
-    kept = read_thresholds_file(FLAGS.weights).get(FLAGS.codec, {})
+    kept = read_thresholds_file(meta["weights"]).get(FLAGS.codec, {})
     return {**({"gain": kept["gain"]} if "gain" in kept else {}),
             "threshold": chosen["threshold"], "rule": RULES[FLAGS.calibrate_rule],
             "max_loss_db": FLAGS.max_loss_db if FLAGS.calibrate_rule == "max_loss" else None,
@@ -109,36 +112,42 @@ def main(argv):
         return fail(f"unexpected argument(s): {' '.join(argv[1:])}")
     if not FLAGS.data:
         return fail("--data is required (a folder of lossless images or a built set)")
-    if not FLAGS.weights:
-        return fail("--weights is required: no trained model ships with this version")
+    problem = check_range("--max_megapixels", FLAGS.max_megapixels, 0.01, what="> 0")
+    if problem:
+        return fail(problem)
+    set_pixel_budget(FLAGS.max_megapixels)
     if FLAGS.json and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.json))):
         return fail(f"{FLAGS.json}: its folder does not exist")
-    if not os.path.isfile(FLAGS.weights):
+    if FLAGS.weights and not os.path.isfile(FLAGS.weights):
         return fail(f"{FLAGS.weights}: no such file")
+    import_tensorflow_quietly()
+    from rbqe_tf.model import WeightsError, default_weights, load_model
+    try:
+        weights = FLAGS.weights or default_weights(FLAGS.codec)
+    except WeightsError as e:
+        return fail(str(e))
     try:
         if FLAGS.plots:
             require_matplotlib()
         levels, sources, skipped = find_sources(FLAGS.data, FLAGS.codec, FLAGS.levels)
-        threshold, threshold_source = resolve_threshold(FLAGS.codec, FLAGS.weights,
+        threshold, threshold_source = resolve_threshold(FLAGS.codec, weights,
                                                         FLAGS.threshold)
-        gain_rule, gain_source = resolve_gain_rule(FLAGS.codec, FLAGS.weights)
-        predictor = load_predictor(FLAGS.weights)
+        gain_rule, gain_source = resolve_gain_rule(FLAGS.codec, weights)
+        predictor = load_predictor(weights)
     except (PlotError, DataError, ValueError) as e:
         return fail(str(e))
     if FLAGS.calibrate_gain and predictor is None:
-        return fail(f"--calibrate_gain: no gain predictor beside {FLAGS.weights} "
+        return fail(f"--calibrate_gain: no gain predictor beside {weights} "
                     "(python -m rbqe_tf.gain_fit)")
 
-    import_tensorflow_quietly()
     from rbqe_tf.evaluation import (ORACLE_TOLERANCE_DB, calibrate, calibrate_gain_rule,
                                     environment, measure, score_fidelity, summarize)
-    from rbqe_tf.model import WeightsError, load_model
     try:
-        model = load_model(FLAGS.weights)
+        model = load_model(weights)
     except WeightsError as e:
         return fail(str(e))
     if model.rbqe_config.channels != 1:
-        return fail(f"{FLAGS.weights}: a {model.rbqe_config.channels}-channel model; "
+        return fail(f"{weights}: a {model.rbqe_config.channels}-channel model; "
                     "evaluation needs a one-channel (Y) model")
 
     records, unreadable = measure(model, sources, FLAGS.codec, FLAGS.progress, predictor)
@@ -157,7 +166,7 @@ def main(argv):
               "meta": {"codec": FLAGS.codec, "threshold": threshold,
                        "threshold_source": threshold_source,
                        "gain_rule_source": gain_source if predictor else None,
-                       "weights": os.path.abspath(FLAGS.weights), "model": model.name,
+                       "weights": os.path.abspath(weights), "model": model.name,
                        "levels": levels, "data": os.path.abspath(FLAGS.data),
                        "num_images": len({r.name for r in records}),
                        "num_records": len(records), "skipped": skipped,
@@ -169,18 +178,18 @@ def main(argv):
     try:
         if FLAGS.calibrate:
             entry = _calibration_entry(report)
-            path = save_threshold(FLAGS.weights, FLAGS.codec, entry)
+            path = save_threshold(weights, FLAGS.codec, entry)
             print(f"stored {FLAGS.codec} τ={entry['threshold']:.4f} ({FLAGS.calibrate_rule}) "
                   f"in {path}")
         if FLAGS.calibrate_gain:
             if gain_calibration is None:
                 return fail(f"--calibrate_gain: no margin/tolerance keeps every light input "
                             f"within {MAX_LIGHT_LOSS_DB} dB")
-            entry = read_thresholds_file(FLAGS.weights).get(FLAGS.codec) or {
+            entry = read_thresholds_file(weights).get(FLAGS.codec) or {
                 "threshold": threshold, "rule": "published"}
             entry["gain"] = {**gain_calibration, "data": FLAGS.data,
                              "levels": levels, "date": report["meta"]["date"]}
-            path = save_threshold(FLAGS.weights, FLAGS.codec, entry)
+            path = save_threshold(weights, FLAGS.codec, entry)
             print(f"stored {FLAGS.codec} gain rule margin {gain_calibration['margin']:.2f} dB, "
                   f"tolerance {gain_calibration['tolerance']:.2f} dB in {path}")
         if FLAGS.json:

@@ -1,23 +1,43 @@
 """Reading and safely writing images; every problem becomes a one-line ImageError.
 
 Images are NumPy arrays in RGB order: [H, W] (gray), [H, W, 3] (RGB) or
-[H, W, 4] (RGBA), dtype uint8 or uint16. NumPy and OpenCV only (imported when a
-file is read or written), so the TFLite runner uses this module too.
+[H, W, 4] (RGBA), dtype uint8 or uint16. NumPy, OpenCV and Pillow only (imported when
+a file is read or written), so the TFLite runner uses this module too.
+
+Reading checks the pixel count from the header before anything is decoded (the pixel
+budget), turns the picture upright as its EXIF orientation says, and keeps the colour
+profile, EXIF (orientation reset) and XMP, so an output written with them looks as
+the input did in every viewer.
 """
+import dataclasses
+import io
 import os
-import tempfile
+import stat
+import struct
 
 import numpy as np
 
+from rbqe_tf.files import write_atomically
 
-def _default_file_mode():
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
+DEFAULT_MAX_MEGAPIXELS = 200
+"""The pixel budget unless a CLI's ``--max_megapixels`` (or :func:`set_pixel_budget`)
+says otherwise: a 200-megapixel RGB image already needs ~2.4 GB of float planes."""
+MAX_MEGAPIXELS_HELP = ("Largest image to decode, in megapixels, checked from the file "
+                       f"header before decoding (default {DEFAULT_MAX_MEGAPIXELS}).")
+_budget = {"megapixels": DEFAULT_MAX_MEGAPIXELS}
+_BYTES_PER_PIXEL = 8  # the largest sample a readable file can hold: 16-bit RGBA
 
 
-FILE_MODE = _default_file_mode()
-"""The mode ``open()`` would give a new file; temp files from mkstemp are 0600."""
+def set_pixel_budget(megapixels):
+    """Sets the largest image (in megapixels) that :func:`read_image` will decode."""
+    if not megapixels > 0:
+        raise ValueError(f"pixel budget must be positive, got {megapixels}")
+    _budget["megapixels"] = float(megapixels)
+
+
+def pixel_budget():
+    """The current pixel budget in megapixels."""
+    return _budget["megapixels"]
 
 
 class ImageError(Exception):
@@ -41,21 +61,32 @@ def quiet_opencv():
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+    """What an output carries over from its input: ICC colour profile, EXIF (with the
+    orientation reset to upright, as the pixels now are) and XMP, as raw bytes."""
+
+    icc: bytes = None
+    exif: bytes = None
+    xmp: bytes = None
+
+
 def read_image(path):
-    """Decodes ``path`` to an RGB(A)/gray uint8 or uint16 array, or raises ImageError."""
+    """Decodes ``path`` to an upright RGB(A)/gray uint8 or uint16 array, or raises
+    ImageError (also for an image over the pixel budget, checked before decoding)."""
+    return read_image_with_metadata(path)[0]
+
+
+def read_image_with_metadata(path):
+    """As :func:`read_image` → (image, :class:`Metadata`)."""
     cv2 = opencv()
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ImageError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise ImageError(f"{path}: is a directory, not an image")
+    data = _read_bytes(path)
+    _check_pixel_count(path, data)
     try:
-        data = np.fromfile(path, np.uint8)
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
-    if data.size == 0:
-        raise ImageError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        image, kinds, chunks = cv2.imdecodeWithMetadata(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
     if image is None or image.size == 0:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
     if image.dtype not in (np.uint8, np.uint16):
@@ -69,6 +100,96 @@ def read_image(path):
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
         else:
             raise ImageError(f"{path}: unsupported channel count {image.shape[2]}")
+    chunks = {int(k): np.asarray(c, np.uint8).tobytes() for k, c in zip(kinds, chunks)}
+    orientation, exif = upright_exif(chunks.get(cv2.IMAGE_METADATA_EXIF))
+    return (np.ascontiguousarray(orient(image, orientation)),
+            Metadata(chunks.get(cv2.IMAGE_METADATA_ICCP), exif,
+                     chunks.get(cv2.IMAGE_METADATA_XMP)))
+
+
+def _read_bytes(path):
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(f"{path}: is a directory, not an image")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+        raise ImageError(f"{path}: not a regular file")
+    if info.st_size == 0:
+        raise ImageError(f"{path}: empty file")
+    limit = int(pixel_budget() * 1e6 * _BYTES_PER_PIXEL) + (1 << 20)
+    if info.st_size > limit:
+        raise ImageError(f"{path}: {info.st_size / 2 ** 20:.0f} MB is more than an image "
+                         f"within the pixel budget of {pixel_budget():g} MP can take "
+                         "(--max_megapixels to change)")
+    try:
+        return np.fromfile(path, np.uint8)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _check_pixel_count(path, data):
+    """Refuses an image whose header declares more pixels than the budget, before any
+    decoder allocates them (a small file can declare gigapixels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb check would apply its budget, not ours
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as header:
+            width, height = header.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
+        raise ImageError(f"{path}: not a readable image "
+                         "(corrupt, truncated or unknown format)") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if width * height > pixel_budget() * 1e6:
+        raise ImageError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} MP, over "
+                         f"the pixel budget of {pixel_budget():g} MP (--max_megapixels to "
+                         "change)")
+
+
+_ORIENTATION_TAG = 0x0112
+
+
+def upright_exif(exif):
+    """Raw EXIF (TIFF-structured, as OpenCV gives it) → (orientation 1..8, the same EXIF
+    with orientation set to 1). The tag is patched in place, so maker notes and other
+    offsets stay valid. Unreadable EXIF → (1, None): dropped rather than carried wrong."""
+    if not exif:
+        return 1, None
+    body = exif[6:] if exif.startswith(b"Exif\0\0") else exif
+    try:
+        order = {b"II": "<", b"MM": ">"}[body[:2]]
+        (first,) = struct.unpack_from(order + "I", body, 4)
+        (count,) = struct.unpack_from(order + "H", body, first)
+        for n in range(count):
+            at = first + 2 + 12 * n
+            tag, kind, values = struct.unpack_from(order + "HHI", body, at)
+            if tag == _ORIENTATION_TAG and kind == 3 and values == 1:
+                (value,) = struct.unpack_from(order + "H", body, at + 8)
+                patched = bytearray(body)
+                struct.pack_into(order + "H", patched, at + 8, 1)
+                return (value if 1 <= value <= 8 else 1), bytes(patched)
+    except (KeyError, struct.error):
+        return 1, None
+    return 1, body
+
+
+def orient(image, orientation):
+    """``image`` as stored → as viewers show it, for EXIF orientation 1..8 (TIFF 6.0:
+    where row 0 and column 0 of the stored image lie on the displayed one)."""
+    if orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)  # transposed: 5 as is, 6/7/8 flipped below
+    flips = {2: (False, True), 3: (True, True), 4: (True, False), 6: (False, True),
+             7: (True, True), 8: (True, False)}.get(orientation, (False, False))
+    if flips[0]:
+        image = image[::-1]
+    if flips[1]:
+        image = image[:, ::-1]
     return image
 
 
@@ -90,14 +211,14 @@ def encoding_problem(image, ext):
     return None
 
 
-def write_image(path, image, overwrite=False, quality=None):
+def write_image(path, image, overwrite=False, quality=None, metadata=None):
     """Writes ``image`` (RGB(A)/gray, uint8/uint16) atomically: temp file, then rename.
 
     The format follows the extension (PNG without one); ``quality`` (1..100, default
-    :data:`DEFAULT_QUALITY`) applies to JPEG and WebP. Refuses to replace an existing
-    file unless ``overwrite``; a crash never leaves a half-written file at ``path``; the
-    temp file's name is unique (``mkstemp``), so processes writing into one folder
-    never share one.
+    :data:`DEFAULT_QUALITY`) applies to JPEG and WebP; ``metadata`` (a :class:`Metadata`)
+    is embedded where the format holds it (PNG, JPEG, WebP; OpenCV's TIFF writer
+    cannot). Refuses to replace an existing file unless ``overwrite``; a crash never
+    leaves a half-written file at ``path`` (:func:`rbqe_tf.files.write_atomically`).
     """
     cv2 = opencv()
     path = os.fspath(path)
@@ -117,30 +238,30 @@ def write_image(path, image, overwrite=False, quality=None):
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     elif image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    kinds, chunks = _metadata_chunks(metadata if ext in METADATA_EXTENSIONS else None)
     try:
-        ok, encoded = cv2.imencode(ext, image, params)
+        ok, encoded = cv2.imencodeWithMetadata(ext, image, kinds, chunks, params)
     except cv2.error:
         ok = False
     if not ok:
         raise ImageError(f"{path}: cannot encode image as {ext}")
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=directory)
-    except OSError as e:
-        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-        os.chmod(tmp, FILE_MODE)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if another process created path meanwhile
-            os.unlink(tmp)
+        write_atomically(path, lambda tmp: encoded.tofile(tmp), overwrite)
     except FileExistsError:
         raise ImageError(f"{path}: exists (use --overwrite to replace it)") from None
     except OSError as e:
         raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:  # also on Ctrl-C: no temp file is left behind
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+METADATA_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+"""Output formats that carry :class:`Metadata` (OpenCV writes none into TIFF)."""
+
+
+def _metadata_chunks(metadata):
+    cv2 = opencv()
+    if metadata is None:
+        return [], []
+    pairs = [(cv2.IMAGE_METADATA_ICCP, metadata.icc), (cv2.IMAGE_METADATA_EXIF, metadata.exif),
+             (cv2.IMAGE_METADATA_XMP, metadata.xmp)]
+    pairs = [(k, np.frombuffer(v, np.uint8)) for k, v in pairs if v]
+    return [k for k, _ in pairs], [v for _, v in pairs]

@@ -15,11 +15,11 @@ import json
 import logging
 import os
 import signal
-import tempfile
 from pathlib import Path
 
 import tensorflow as tf
 
+from rbqe_tf.files import write_atomically, write_text
 from rbqe_tf.train_config import CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
@@ -133,25 +133,10 @@ class StopSignal:
         return False
 
 
-def atomic_write(path, write):
-    """Calls ``write(temporary path)`` next to ``path``, then renames it onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_json(path, obj):
-    def write(tmp):
-        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
-    atomic_write(path, write)
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def export_model(model, path):
     """Saves ``model`` as a ``.keras`` file atomically (safe-mode loadable)."""
-    atomic_write(path, lambda tmp: model.save(tmp, overwrite=True))
+    write_atomically(path, lambda tmp: model.save(tmp, overwrite=True))

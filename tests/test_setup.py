@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 LOCAL = {"rbqe_tf", "export", "datasets", "benchmarks", "tools", "tests", "conftest", "setup"}
 DISTRIBUTIONS = {  # import name → distribution name, where they differ
     "absl": "absl-py", "ai_edge_litert": "ai-edge-litert", "cv2": "opencv-python-headless",
-    "tensorflow_model_optimization": "tensorflow-model-optimization", "tf_keras": "tf-keras"}
+    "tensorflow_model_optimization": "tensorflow-model-optimization", "tf_keras": "tf-keras",
+    "PIL": "pillow"}
 
 
 def _fake_bin(tmp_path, ffmpeg_has_x265, uid):
