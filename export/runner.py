@@ -74,9 +74,13 @@ class Runner:
         if decision == "gain" and not self.gain:
             raise ManifestError(f"{folder}: no gain predictor for {self.codec} in this export")
         self.decision = decision
-        self.predictor = self.gain and read_predictor(checked_entry(folder, self.gain))
-        self.threshold = manifest["thresholds"][self.codec] if threshold is None else threshold
         self.tile, self.num_exits = manifest["tile"], manifest["num_exits"]
+        self.predictor = self.gain and read_predictor(checked_entry(folder, self.gain))
+        if self.predictor and self.predictor.num_exits != self.num_exits:
+            raise ManifestError(f"{folder}: gain predictor {self.gain['path']} predicts "
+                                f"{self.predictor.num_exits} exits, the export has "
+                                f"{self.num_exits}")
+        self.threshold = manifest["thresholds"][self.codec] if threshold is None else threshold
         self.block = manifest["block_size"][self.codec]
         self.overlap = max(8, self.tile // 64 * 8) if overlap is None else overlap
         if self.overlap % 8 or not 8 <= self.overlap < self.tile // 2:
