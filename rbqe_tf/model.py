@@ -15,15 +15,14 @@ Layer names are deterministic: ``enc_2_conv1``, ``dec_1_3_sep1_dw``,
 """
 import dataclasses
 import hashlib
-import json
 import os
-import zipfile
 
 import numpy as np
 import keras
 from keras import layers, ops
 
 from rbqe_tf.config import RBQEConfig, get_config
+from rbqe_tf.model_file import FILE_FORMAT, WeightsError, check_file
 
 
 @keras.saving.register_keras_serializable(package="rbqe_tf")
@@ -267,10 +266,6 @@ def run_stages(stages, y):
     return list(iterate_stages(stages, y))
 
 
-class WeightsError(Exception):
-    """A weights file that is missing, unreadable or not an RBQE model."""
-
-
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 DEFAULT_WEIGHTS = {"jpeg": "rbqe_jpeg.keras"}
 
@@ -285,9 +280,6 @@ def default_weights(codec):
     return path
 
 
-FILE_FORMAT = 1  # bump when a saved file's meaning changes; newer files are refused
-_SAVED_KEYS = {f.name for f in dataclasses.fields(RBQEConfig)} | {
-    "input_size", "name", "trainable", "format", "weights_digest"}
 _MISMATCH = "its weights do not match its architecture (a mixed or damaged file, or one " \
             "from another rbqe_tf version)"
 
@@ -301,30 +293,6 @@ def weights_digest(model):
     return digest.hexdigest()
 
 
-def _check_archive(path):
-    """Reads the archive's config before Keras does: damage and foreign versions → WeightsError."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            if bad is not None:
-                raise WeightsError(f"{path}: corrupt file ({bad} fails its checksum)")
-            saved = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, EOFError):
-        raise WeightsError(f"{path}: not a .keras archive (truncated or corrupt file)") from None
-    except (KeyError, ValueError, UnicodeDecodeError):
-        raise WeightsError(f"{path}: not a Keras model archive (no readable config.json)") from None
-    if not isinstance(saved, dict) or saved.get("class_name") != "RBQE":
-        return  # Keras loads it and load_model says what it is
-    config = saved.get("config") or {}
-    if config.get("format", 0) > FILE_FORMAT:
-        raise WeightsError(f"{path}: written by a newer rbqe_tf (file format "
-                           f"{config['format']}; this version reads {FILE_FORMAT})")
-    unknown = sorted(set(config) - _SAVED_KEYS)
-    if unknown:
-        raise WeightsError(f"{path}: unknown model settings {', '.join(unknown)} "
-                           "(a file from another rbqe_tf version)")
-
-
 def _differences(found, expected):
     return ", ".join(f"{f.name} {getattr(found, f.name)} (expected {f.name} "
                      f"{getattr(expected, f.name)})" for f in dataclasses.fields(RBQEConfig)
@@ -332,31 +300,26 @@ def _differences(found, expected):
 
 
 def load_model(path, expect=None):
-    """Loads a ``.keras`` RBQE model saved by training (safe mode: no code execution).
+    """Loads a ``.keras`` RBQE model saved by training.
 
-    Damaged, foreign or mismatched files raise a one-line WeightsError; files that
-    carry a weights digest are checked against it; ``expect`` (an RBQEConfig) refuses
-    any other architecture.
+    ``model_file.check_file`` vets the file before Keras reads it; Keras then loads in
+    safe mode (no code execution) and without compiling (training settings are not part
+    of a model). Damaged, foreign or mismatched files raise a one-line WeightsError;
+    files that carry a weights digest are checked against it; ``expect`` (an
+    RBQEConfig) refuses any other architecture.
     """
     path = str(path)
-    if not path.endswith(".keras"):
-        raise WeightsError(f"{path}: expected a .keras model file (as written by rbqe_tf.train)")
-    if not os.path.isfile(path):
-        raise WeightsError(f"{path}: no such file")
-    _check_archive(path)
+    cfg = check_file(path)
+    if expect is not None and cfg != expect:
+        raise WeightsError(f"{path}: architecture differs: {_differences(cfg, expect)}")
     try:
-        model = keras.saving.load_model(path, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types for foreign or damaged files
         first = str(e).splitlines()[0] if str(e) else "unknown error"
         if "could not be loaded" in first:
             raise WeightsError(f"{path}: cannot load model: {_MISMATCH}") from None
         raise WeightsError(f"{path}: cannot load model ({type(e).__name__}: {first})") from None
-    if not isinstance(model, RBQE):
-        raise WeightsError(f"{path}: not an RBQE model ({type(model).__name__})")
     saved = getattr(model, "saved_weights_digest", None)
     if saved is not None and saved != weights_digest(model):
         raise WeightsError(f"{path}: {_MISMATCH}")
-    if expect is not None and model.rbqe_config != expect:
-        raise WeightsError(f"{path}: architecture differs: "
-                           f"{_differences(model.rbqe_config, expect)}")
     return model
