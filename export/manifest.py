@@ -11,6 +11,7 @@ import os
 import re
 
 from export.convert import QUANT_MODES
+from rbqe_tf.files import write_text
 
 FORMAT = "rbqe-tflite"
 FORMAT_VERSION = 1
@@ -48,12 +49,8 @@ def tensor_entries(details, names):
 
 def write_manifest(folder, manifest):
     """Writes ``manifest`` (a dict) as ``folder/manifest.json`` atomically."""
-    path = os.path.join(folder, MANIFEST)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text(os.path.join(folder, MANIFEST), json.dumps(
+        {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}, indent=1) + "\n")
 
 
 # rbqe_tf.levels.BLOCK_SIZE, which the runner does not import (a test checks they agree):
