@@ -1,7 +1,8 @@
-"""Fuzzing the three things users hand the tool: image files, model files and export
-manifests. Every case ends in a correct result or one one-line error — never a
-traceback, never longer than the per-case deadline, never a large allocation (each
-module's cases together may raise the process's peak memory by at most MEMORY_BOUND)."""
+"""Fuzzing image files (model configs: tests/test_model_files.py, export manifests:
+tests/test_manifest_validation.py, with the same rule). Every case ends in a correct
+result or one one-line error — never a traceback, never longer than the per-case
+deadline, never a large allocation (the module's cases together may raise the process's
+peak memory by at most MEMORY_BOUND_MB)."""
 import resource
 import struct
 
