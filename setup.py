@@ -18,6 +18,7 @@ setup(
         "numpy>=1.26",
         "opencv-python-headless>=5.0",  # image metadata (ICC, EXIF, XMP) read and written
         "pillow>=10",  # image headers: the pixel budget is checked before decoding
+        "pillow-heif>=0.18",  # HEIC/HEIF photos (libde265 decoder, x265 encoder)
         "absl-py>=1.2",
         "tqdm>=4.66",
         "flatbuffers>=23.5",  # export.gpu_ops reads .tflite files directly

@@ -82,13 +82,16 @@ def read_image_with_metadata(path):
     cv2 = opencv()
     path = os.fspath(path)
     data = _read_bytes(path)
-    _check_pixel_count(path, data)
+    if is_heif(data):
+        return _read_heif(path, data)
+    width, height = _header_size(path, data)
+    _check_pixel_count(path, width, height)
     try:
         image, kinds, chunks = cv2.imdecodeWithMetadata(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
         image = None
     if image is None or image.size == 0:
-        raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
+        raise ImageError(f"{path}: {UNREADABLE}")
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"{path}: unsupported sample type {image.dtype} (need 8- or 16-bit)")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -131,25 +134,63 @@ def _read_bytes(path):
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _check_pixel_count(path, data):
-    """Refuses an image whose header declares more pixels than the budget, before any
-    decoder allocates them (a small file can declare gigapixels)."""
+UNREADABLE = "not a readable image (corrupt, truncated or unknown format)"
+
+
+def _header_size(path, data):
+    """(width, height) from the file's header, read by Pillow without decoding pixels."""
     from PIL import Image, UnidentifiedImageError
 
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb check would apply its budget, not ours
     try:
         with Image.open(io.BytesIO(data.tobytes())) as header:
-            width, height = header.size
+            return header.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
-        raise ImageError(f"{path}: not a readable image "
-                         "(corrupt, truncated or unknown format)") from None
+        raise ImageError(f"{path}: {UNREADABLE}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def _check_pixel_count(path, width, height):
+    """Refuses an image whose header declares more pixels than the budget, before any
+    decoder allocates them (a small file can declare gigapixels)."""
     if width * height > pixel_budget() * 1e6:
         raise ImageError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} MP, over "
                          f"the pixel budget of {pixel_budget():g} MP (--max_megapixels to "
                          "change)")
+
+
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+"""``ftyp`` brands of HEIF still images (the HEIC photos of phones), read with pillow-heif."""
+
+
+def is_heif(data):
+    """Whether the file bytes ``data`` are a HEIF/HEIC image (by its ``ftyp`` box)."""
+    return bytes(data[4:8]) == b"ftyp" and bytes(data[8:12]) in HEIF_BRANDS
+
+
+def _read_heif(path, data):
+    """A HEIC/HEIF file → (image, Metadata) through pillow-heif (libde265): 8-bit as
+    uint8, 10/12-bit as uint16 (full 16-bit scale). libheif applies the file's rotation
+    and mirroring itself, so the EXIF orientation is only reset, never applied again."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise ImageError(f"{path}: reading HEIC/HEIF needs pillow-heif: "
+                         "pip install pillow-heif") from None
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(data.tobytes()), convert_hdr_to_8bit=False)
+        _check_pixel_count(path, *heif.size)
+        image = np.asarray(heif)
+    except (ValueError, RuntimeError, OSError, EOFError):
+        raise ImageError(f"{path}: {UNREADABLE}") from None
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ImageError(f"{path}: unsupported HEIF image ({heif.mode})")
+    info = heif.info
+    return (np.ascontiguousarray(image),
+            Metadata(info.get("icc_profile") or None, upright_exif(info.get("exif"))[1],
+                     info.get("xmp") or None))
 
 
 _ORIENTATION_TAG = 0x0112
@@ -208,6 +249,8 @@ def encoding_problem(image, ext):
         return f"{ext[1:]} holds 8-bit samples only, this image has {image.dtype.itemsize * 8}"
     if alpha and ext in (".jpg", ".jpeg", ".ppm", ".pgm", ".pnm"):
         return f"{ext[1:]} has no alpha channel"
+    if ext in HEIF_EXTENSIONS and image.ndim != 3:
+        return f"{ext[1:]} is written here for RGB(A) images only"
     return None
 
 
@@ -215,12 +258,12 @@ def write_image(path, image, overwrite=False, quality=None, metadata=None):
     """Writes ``image`` (RGB(A)/gray, uint8/uint16) atomically: temp file, then rename.
 
     The format follows the extension (PNG without one); ``quality`` (1..100, default
-    :data:`DEFAULT_QUALITY`) applies to JPEG and WebP; ``metadata`` (a :class:`Metadata`)
-    is embedded where the format holds it (PNG, JPEG, WebP; OpenCV's TIFF writer
-    cannot). Refuses to replace an existing file unless ``overwrite``; a crash never
-    leaves a half-written file at ``path`` (:func:`rbqe_tf.files.write_atomically`).
+    :data:`DEFAULT_QUALITY`) applies to JPEG, WebP and HEIC; ``metadata`` (a
+    :class:`Metadata`) is embedded where the format holds it (PNG, JPEG, WebP, HEIC;
+    OpenCV's TIFF writer cannot). Refuses to replace an existing file unless
+    ``overwrite``; a crash never leaves a half-written file at ``path``
+    (:func:`rbqe_tf.files.write_atomically`).
     """
-    cv2 = opencv()
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise ImageError(f"{path}: exists (use --overwrite to replace it)")
@@ -229,6 +272,18 @@ def write_image(path, image, overwrite=False, quality=None, metadata=None):
     if problem:
         raise ImageError(f"{path}: cannot write: {problem}")
     quality = DEFAULT_QUALITY if quality is None else int(quality)
+    encoded = (_encode_heif(path, image, quality, metadata) if ext in HEIF_EXTENSIONS
+               else _encode(path, ext, image, quality, metadata))
+    try:
+        write_atomically(path, lambda tmp: encoded.tofile(tmp), overwrite)
+    except FileExistsError:
+        raise ImageError(f"{path}: exists (use --overwrite to replace it)") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def _encode(path, ext, image, quality, metadata):
+    cv2 = opencv()
     params = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]
@@ -245,15 +300,35 @@ def write_image(path, image, overwrite=False, quality=None, metadata=None):
         ok = False
     if not ok:
         raise ImageError(f"{path}: cannot encode image as {ext}")
+    return encoded
+
+
+HEIF_EXTENSIONS = (".heic", ".heif")
+
+
+def _encode_heif(path, image, quality, metadata):
+    """HEIC bytes (x265 through pillow-heif) of an RGB(A) uint8/uint16 image; 16-bit
+    samples are stored at 10 bits."""
     try:
-        write_atomically(path, lambda tmp: encoded.tofile(tmp), overwrite)
-    except FileExistsError:
-        raise ImageError(f"{path}: exists (use --overwrite to replace it)") from None
-    except OSError as e:
-        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
+        import pillow_heif
+    except ImportError:
+        raise ImageError(f"{path}: writing HEIC needs pillow-heif: pip install pillow-heif") \
+            from None
+    mode = ("RGB", "RGBA")[image.shape[2] - 3] + (";16" if image.dtype == np.uint16 else "")
+    heif = pillow_heif.from_bytes(mode, (image.shape[1], image.shape[0]),
+                                  np.ascontiguousarray(image).tobytes())
+    extra = {} if metadata is None else {
+        k: v for k, v in (("icc_profile", metadata.icc), ("exif", metadata.exif),
+                          ("xmp", metadata.xmp)) if v}
+    out = io.BytesIO()
+    try:
+        heif.save(out, quality=quality, **extra)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise ImageError(f"{path}: cannot encode image as HEIC ({e})") from None
+    return np.frombuffer(out.getvalue(), np.uint8)
 
 
-METADATA_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+METADATA_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif")
 """Output formats that carry :class:`Metadata` (OpenCV writes none into TIFF)."""
 
 
