@@ -22,6 +22,7 @@ setup(
         "absl-py>=1.2",
         "tqdm>=4.66",
         "flatbuffers>=23.5",  # export.gpu_ops reads .tflite files directly
+        "av>=14",  # PyAV (bundles FFmpeg): rbqe_tf.video reads and writes video
     ],
     extras_require={
         # Everything the test suite imports, directly or through the code it tests

@@ -9,6 +9,8 @@ input's colour profile, EXIF and XMP where the format holds them. The output fol
 created when the first file is written; temporary files a killed run left in it are
 removed. A bad file gets one ``error:`` line on stderr and the rest still run; names
 are printed escaped and every line is flushed (progress shows through a pipe).
+Video files go to a callable instead (``python -m rbqe_tf.enhance`` passes
+:func:`rbqe_tf.video.enhance_video`) under the same output rules, into ``.mkv`` files.
 """
 import dataclasses
 import os
@@ -20,6 +22,8 @@ from rbqe_tf.image_io import ImageError, encoding_problem, read_image_with_metad
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pnm")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".264", ".h264", ".265", ".hevc")
+VIDEO_OUTPUT_EXTENSION = ".mkv"  # rbqe_tf.video writes Matroska
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff", "same": None}
 """``--format`` → output extension; ``same``: the input's own extension (format family)."""
 FORMAT_HELP = ("Output format: png (lossless, the default), tiff (lossless), jpg or webp "
@@ -59,15 +63,16 @@ class Inputs:
         return printable(f"skipped {len(self.skipped)}: " + "; ".join(parts))
 
 
-def _is_image(name):
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+def _is_image(name, extensions=IMAGE_EXTENSIONS):
+    return name.lower().endswith(extensions)
 
 
-def expand_inputs(paths, recursive=False, exclude=None):
+def expand_inputs(paths, recursive=False, exclude=None, extensions=IMAGE_EXTENSIONS):
     """Files as given (missing ones too: reading them reports it); folders expand to
-    their image files, sorted, and with ``recursive`` to those of their subfolders (named
-    by their path below the folder). ``exclude``: a folder never entered (the output
-    folder, so a re-run does not enhance its own outputs). → :class:`Inputs`."""
+    their files with ``extensions`` (``rbqe_tf.enhance`` adds :data:`VIDEO_EXTENSIONS`),
+    sorted, and with ``recursive`` to those of their subfolders (named by their path below
+    the folder). ``exclude``: a folder never entered (the output folder, so a re-run does
+    not enhance its own outputs). → :class:`Inputs`."""
     exclude = exclude and os.path.realpath(exclude)
     files, skipped, empty = [], [], []
     for path in paths:
@@ -90,7 +95,7 @@ def expand_inputs(paths, recursive=False, exclude=None):
                 full = os.path.join(folder, name)
                 if not os.path.isfile(full):  # a FIFO named a.png would block the batch
                     skipped.append((full, NOT_A_FILE))
-                elif _is_image(name):
+                elif _is_image(name, extensions):
                     rel = os.path.relpath(full, path)
                     found.append(Input(full, os.path.splitext(rel)[0]))
                 else:
@@ -113,13 +118,16 @@ def output_extension(path, out_format="png"):
 
 
 def enhance_files(inputs, out, enhance, describe, overwrite=False, out_format="png",
-                  quality=None):
+                  quality=None, video=None):
     """Writes ``enhance(image)`` of each input to ``out``; → number of failed files.
 
     ``inputs``: :class:`Input` items (or paths: output named after the file).
     ``enhance`` returns a result with ``image`` and ``ms``; ``describe(result)``
     gives the middle of its report line (the exit taken). ``out_format``: a key of
-    :data:`FORMATS`; ``quality``: JPEG/WebP quality. Prints a summary line.
+    :data:`FORMATS`; ``quality``: JPEG/WebP quality. ``video(path, target, overwrite)``
+    writes a file of :data:`VIDEO_EXTENSIONS` to ``target`` (a ``.mkv``) and returns the
+    middle of its report line; without it such files are read as images. Prints a
+    summary line.
     """
     inputs = [i if isinstance(i, Input) else
               Input(i, os.path.splitext(os.path.basename(i))[0]) for i in inputs]
@@ -132,7 +140,8 @@ def enhance_files(inputs, out, enhance, describe, overwrite=False, out_format="p
     for n, item in enumerate(inputs, 1):
         path = item.path
         prefix = f"[{n}/{len(inputs)}] {path}"
-        ext = output_extension(path, out_format)
+        is_video = video is not None and path.lower().endswith(VIDEO_EXTENSIONS)
+        ext = VIDEO_OUTPUT_EXTENSION if is_video else output_extension(path, out_format)
         target = os.path.join(out, item.name + ext)
         try:
             if os.path.realpath(target) in input_paths:
@@ -143,15 +152,19 @@ def enhance_files(inputs, out, enhance, describe, overwrite=False, out_format="p
                                  "with the same name in this run")
             if os.path.exists(target) and not overwrite:  # checked again when writing
                 raise ImageError(f"{target}: exists (use --overwrite to replace it)")
-            image, metadata = read_image_with_metadata(path)
-            problem = encoding_problem(image, ext)
-            if problem:
-                raise ImageError(f"{path}: cannot write {ext[1:]}: {problem} "
-                                 "(choose --format png or tiff)")
-            result = enhance(image)
-            _make_folder(os.path.dirname(target))
-            write_image(target, result.image, overwrite=overwrite, quality=quality,
-                        metadata=metadata)
+            if is_video:
+                done = video(path, target, overwrite)
+            else:
+                image, metadata = read_image_with_metadata(path)
+                problem = encoding_problem(image, ext)
+                if problem:
+                    raise ImageError(f"{path}: cannot write {ext[1:]}: {problem} "
+                                     "(choose --format png or tiff)")
+                result = enhance(image)
+                make_folder(os.path.dirname(target))
+                write_image(target, result.image, overwrite=overwrite, quality=quality,
+                            metadata=metadata)
+                done = f"{describe(result)} {result.ms:.0f} ms"
         except (ImageError, ValueError) as e:
             failures += 1
             _say(f"{prefix}: error: {str(e).removeprefix(path + ': ')}", sys.stderr)
@@ -161,7 +174,7 @@ def enhance_files(inputs, out, enhance, describe, overwrite=False, out_format="p
             _say(f"{prefix}: error: {type(e).__name__}: {e}", sys.stderr)
             continue
         written.add(os.path.realpath(target))
-        _say(f"{prefix}: {describe(result)} {result.ms:.0f} ms -> {target}")
+        _say(f"{prefix}: {done} -> {target}")
     _say(f"{len(written)} enhanced, {failures} failed")
     return failures
 
@@ -170,7 +183,8 @@ def _say(line, stream=None):
     print(printable(line), file=stream or sys.stdout, flush=True)
 
 
-def _make_folder(folder):
+def make_folder(folder):
+    """Creates output folder ``folder`` (and its parents) if missing; ImageError if not."""
     if folder and not os.path.isdir(folder):
         try:
             os.makedirs(folder, exist_ok=True)

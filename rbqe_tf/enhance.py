@@ -4,17 +4,20 @@ Prints one line per image (exit, the decision's numbers, milliseconds); exit 0 m
 image was left as it was (the gain decision, docs/decision.md; ``--decision score`` is the
 paper's). A bad file gets one error line and the rest still run; exit status 1 if any
 image failed, 2 on bad usage.
-Folders expand to their image files (``--recursive``: also their subfolders'); skipped
-entries are listed in one line. Outputs are PNGs named after the inputs (``--format``).
+Folders expand to their image and video files (``--recursive``: also their subfolders');
+skipped entries are listed in one line. Outputs are PNGs named after the inputs
+(``--format``); videos (.mp4 .mkv .mov .webm .avi, raw .264/.h264/.265/.hevc) become
+``.mkv`` files with a JSON sidecar of per-frame exits (rbqe_tf/video.py, ``--video_codec``).
 ``--demo`` instead compresses the CC0 photos shipped in the package at every level of
 ``--codec`` and prints a before/after table (rbqe_tf/demo.py); re-running it replaces
 its own outputs.
 """
+import importlib.util
 import os
 
 from absl import app, flags
 
-from rbqe_tf.batch import FORMAT_HELP, FORMATS
+from rbqe_tf.batch import FORMAT_HELP, FORMATS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from rbqe_tf.cli import check_range, exit_on_sigterm, fail, import_tensorflow_quietly, parse_flags
 from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 
@@ -22,6 +25,8 @@ from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pi
 # (tests/test_cli_enhance.py checks that they agree).
 DEFAULT_TILE, DEFAULT_OVERLAP, DEFAULT_CACHE_MB = 512, 32, 512
 MAX_EXIT = 5  # the shipped variants' exits; a model with fewer is checked once loaded
+# rbqe_tf.video's choices, repeated so that --help needs no PyAV.
+VIDEO_CODECS, DEFAULT_CRF = ("ffv1", "libx264", "libx265"), 18
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output folder for the enhanced images (created when the "
@@ -29,7 +34,9 @@ flags.DEFINE_string("out", None, "Output folder for the enhanced images (created
 flags.DEFINE_string("weights", None, "Model file (.keras) written by rbqe_tf.train "
                     "(default: the model shipped for --codec).")
 flags.DEFINE_enum("codec", "jpeg", ["jpeg", "hevc"],
-                  "Codec family: sets the score's block size and the default threshold.")
+                  "Codec family: sets the score's block size and the default threshold. "
+                  "Videos: by default the stream's (HEVC streams hevc, others jpeg); "
+                  "giving --codec or --weights forces it.")
 flags.DEFINE_float("threshold", None, "Quality-score threshold in [0, 1] (default: calibrated "
                    "beside the weights, else the paper's for --codec).")
 flags.DEFINE_integer("exit", None, "Force this exit (1..5, or 0: leave the image as it is); "
@@ -52,6 +59,10 @@ flags.DEFINE_integer("tile", DEFAULT_TILE, "Tile side in pixels (a multiple of 3
                      "at most tile×tile pixels runs in one piece.")
 flags.DEFINE_integer("overlap", DEFAULT_OVERLAP, "Tile overlap margin in pixels (a multiple of 8, "
                      "below tile/2); neighbouring tiles overlap by twice this.")
+flags.DEFINE_enum("video_codec", VIDEO_CODECS[0], list(VIDEO_CODECS), "Videos: ffv1 "
+                  "(lossless, the default) or libx264/libx265 at --crf (plays anywhere).")
+flags.DEFINE_integer("crf", DEFAULT_CRF, "Videos: libx264/libx265 constant rate factor, "
+                     "0..51 (lower: larger and closer to the enhanced frames).")
 flags.DEFINE_float("cache_mb", DEFAULT_CACHE_MB, "Memory for the features tiles keep between "
                    "exits (>= 0); tiles beyond it are re-run from the first stage (slower, same "
                    "result).")
@@ -83,9 +94,20 @@ def usage_problem(inputs):
                            what=f"a multiple of 8 in 0..{FLAGS.tile // 2 - 1}")
             or check_range("cache_mb", FLAGS.cache_mb, 0.0, what=">= 0")
             or check_range("--max_megapixels", FLAGS.max_megapixels, 0.01, what="> 0")
+            or check_range("--crf", FLAGS.crf, 0, 51)
+            or (FLAGS["crf"].present and FLAGS.video_codec == "ffv1"
+                and "--crf applies to --video_codec libx264 or libx265")
             or (FLAGS.weights and not os.path.isfile(FLAGS.weights)
                 and f"{FLAGS.weights}: no such file")
             or _output_problem())
+
+
+def _video_problem(inputs):
+    """Why the videos among the inputs cannot be read here (no PyAV), or None."""
+    if any(i.path.lower().endswith(VIDEO_EXTENSIONS) for i in inputs.files):
+        if importlib.util.find_spec("av") is None:
+            return "reading video needs PyAV: pip install av"
+    return None
 
 
 def _output_problem():
@@ -95,8 +117,9 @@ def _output_problem():
 
 def main(argv):
     from rbqe_tf.batch import expand_inputs
-    inputs = expand_inputs(argv[1:], FLAGS.recursive, exclude=FLAGS.out)
-    problem = usage_problem(inputs)
+    inputs = expand_inputs(argv[1:], FLAGS.recursive, exclude=FLAGS.out,
+                           extensions=IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+    problem = usage_problem(inputs) or _video_problem(inputs)
     if problem:
         return fail(problem)
     exit_on_sigterm()
@@ -106,13 +129,14 @@ def main(argv):
         quiet_opencv()
     except ImportError as e:
         return fail(str(e))
-    enhancer, source = load_enhancer()
-    if enhancer is None:
-        return 2
+    try:
+        enhancer, source = load_enhancer(FLAGS.codec)
+    except ValueError as e:
+        return fail(str(e))
     if FLAGS.exit is not None and not 0 <= FLAGS.exit <= enhancer.num_exits:
         return fail(f"--exit must be in 0..{enhancer.num_exits}")
     if FLAGS.exit is None:
-        print(_decision_line(enhancer, source))
+        print(_decision_line(enhancer, source, FLAGS.codec))
     if FLAGS.demo:
         return _demo(enhancer)
     if inputs.skipped:
@@ -120,40 +144,66 @@ def main(argv):
     return 1 if enhance_inputs(inputs, enhancer) else 0
 
 
-def load_enhancer():
-    """Imports TensorFlow and builds the Enhancer → (enhancer, where its decision's numbers
-    come from), or (None, None) after printing the error."""
+def load_enhancer(codec):
+    """Imports TensorFlow and builds the Enhancer for ``codec`` → (enhancer, where its
+    decision's numbers come from); ValueError (WeightsError included) with the message."""
     import_tensorflow_quietly()
     from rbqe_tf.calibration import resolve_gain_rule, resolve_threshold
     from rbqe_tf.enhancer import Enhancer
     from rbqe_tf.model import WeightsError, default_weights
     try:
-        weights = FLAGS.weights or default_weights(FLAGS.codec)
-        enhancer = Enhancer.from_weights(weights, FLAGS.codec, FLAGS.threshold, FLAGS.decision,
+        weights = FLAGS.weights or default_weights(codec)
+        enhancer = Enhancer.from_weights(weights, codec, FLAGS.threshold, FLAGS.decision,
                                          tile=FLAGS.tile, overlap=FLAGS.overlap,
                                          cache_mb=FLAGS.cache_mb)
-        source = (resolve_gain_rule(FLAGS.codec, weights)[1] if enhancer.decision == "gain"
-                  else resolve_threshold(FLAGS.codec, weights, FLAGS.threshold)[1])
-    except (WeightsError, ValueError) as e:
-        fail(str(e))
-        return None, None
+    except WeightsError as e:
+        raise ValueError(str(e)) from None
+    source = (resolve_gain_rule(codec, weights)[1] if enhancer.decision == "gain"
+              else resolve_threshold(codec, weights, FLAGS.threshold)[1])
     return enhancer, source
 
 
-def _decision_line(enhancer, source):
+def _decision_line(enhancer, source, codec):
     if enhancer.decision == "gain":
         rule = enhancer.gain_rule
-        return (f"{FLAGS.codec}: gain decision: exit 0 (unchanged) unless an exit is predicted "
+        return (f"{codec}: gain decision: exit 0 (unchanged) unless an exit is predicted "
                 f"to gain >= {rule['margin']:.2f} dB, else the cheapest exit within "
                 f"{rule['tolerance']:.2f} dB of the best ({source})")
-    return f"{FLAGS.codec}: early exit at quality score >= {enhancer.threshold:.4g} ({source})"
+    return f"{codec}: early exit at quality score >= {enhancer.threshold:.4g} ({source})"
 
 
 def enhance_inputs(inputs, enhancer):
     """Enhances every input file into --out → the number of failed files."""
     from rbqe_tf.batch import enhance_files
     return enhance_files(inputs.files, FLAGS.out, lambda image: enhancer(image, FLAGS.exit),
-                         _taken, FLAGS.overwrite, FLAGS.format, FLAGS.quality)
+                         _taken, FLAGS.overwrite, FLAGS.format, FLAGS.quality,
+                         video=_video_writer(enhancer))
+
+
+def _video_writer(enhancer):
+    """batch's ``video(path, target, overwrite)``: the model follows each stream's codec
+    (rbqe_tf.video.model_for_stream) unless --codec or --weights forces one; enhancers
+    are built once per model, each announcing its decision line."""
+    enhancers = {FLAGS.codec: enhancer}
+    forced = FLAGS["codec"].present or FLAGS.weights
+
+    def enhance_for(stream_codec):
+        from rbqe_tf import video
+        from rbqe_tf.model import DEFAULT_WEIGHTS
+        codec, note = ((FLAGS.codec, None) if forced
+                       else video.model_for_stream(stream_codec, DEFAULT_WEIGHTS))
+        if codec not in enhancers:
+            enhancers[codec], source = load_enhancer(codec)
+            if FLAGS.exit is None:
+                print(_decision_line(enhancers[codec], source, codec), flush=True)
+        chosen = enhancers[codec]
+        return (lambda y: chosen(y, FLAGS.exit)), f"{codec} model" + (f", {note}" if note else "")
+
+    def write(path, target, overwrite):
+        from rbqe_tf import video
+        return video.summary(video.enhance_video(path, target, enhance_for, FLAGS.video_codec,
+                                                 FLAGS.crf, overwrite))
+    return write
 
 
 def _demo(enhancer):
