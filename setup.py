@@ -19,6 +19,7 @@ setup(
         "opencv-python-headless>=5.0",  # image metadata (ICC, EXIF, XMP) read and written
         "pillow>=10",  # image headers: the pixel budget is checked before decoding
         "pillow-heif>=0.18",  # HEIC/HEIF photos (libde265 decoder, x265 encoder)
+        "h5py>=3.10",  # rbqe_tf.model_file sizes the weights before Keras reads them
         "absl-py>=1.2",
         "tqdm>=4.66",
         "flatbuffers>=23.5",  # export.gpu_ops reads .tflite files directly

@@ -21,7 +21,7 @@ from rbqe_tf.files import remove_orphan_temps
 from rbqe_tf.image_io import ImageError, encoding_problem, read_image_with_metadata, write_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
-                    ".pgm", ".pnm")
+                    ".pgm", ".pnm", ".heic", ".heif")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".264", ".h264", ".265", ".hevc")
 VIDEO_OUTPUT_EXTENSION = ".mkv"  # rbqe_tf.video writes Matroska
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff", "same": None}
