@@ -28,7 +28,7 @@ setup(
     extras_require={
         # Everything the test suite imports, directly or through the code it tests
         # (tests/test_setup.py checks this list against the imports).
-        "test": ["pytest>=8", "hypothesis>=6.100", "matplotlib>=3.8"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "matplotlib>=3.8", "import-linter>=2.12"],
         "plots": ["matplotlib>=3.8"],
     },
 )

@@ -22,12 +22,11 @@ import time
 import cv2
 import numpy as np
 
-from datasets.sources import list_sources, to_y
 from rbqe_tf import gain, metrics
-from rbqe_tf.demo import level_name
 from rbqe_tf.evaluation_data import DataError, parse_levels
 from rbqe_tf.image_io import read_image
-from rbqe_tf.levels import UNCOMPRESSED, is_light
+from rbqe_tf.levels import UNCOMPRESSED, is_light, level_name
+from rbqe_tf.sources import list_sources, to_y
 
 DEFAULT_LEVELS = "10,20,30,40,50,60,70,80,90,95,100,none"
 

@@ -52,7 +52,7 @@ def make_image(megapixels, path):
 
 def run_one(args):
     """In this process: read, enhance, write; print one JSON row."""
-    from export import tiling
+    from rbqe_tf import tiling
     from rbqe_tf.image_io import read_image, write_image
     start = time.perf_counter()
     if args.one == "keras":

@@ -3,7 +3,7 @@
     python -m benchmarks.linear_headroom --data ../shared/data/val/classic5 --codec hevc \\
         [--levels 22,27,32,37,42] [--taps 7] [--json F]
 
-Each image's Y plane is compressed at each level (``datasets.codecs``), then the
+Each image's Y plane is compressed at each level (``rbqe_tf.compression``), then the
 least-squares K×K filter plus offset that maps that decoded image to its own ground
 truth (fitted on the ground truth: an oracle no real filter beats) is applied, and the
 output is rounded to 8 bits. The ΔPSNR it gains says how much of the codec's error is
@@ -16,12 +16,12 @@ import json
 
 import numpy as np
 
-from datasets.codecs import CodecError, compress
 from rbqe_tf import metrics
-from rbqe_tf.demo import reference_images
+from rbqe_tf.compression import CodecError, compress
 from rbqe_tf.evaluation_data import DataError, parse_levels
 from rbqe_tf.image_io import ImageError
 from rbqe_tf.levels import DEFAULT_LEVELS
+from rbqe_tf.sources import reference_images
 
 
 def neighbourhoods(image, taps):

@@ -14,12 +14,12 @@ import json
 
 import numpy as np
 
-from datasets.codecs import compress_jpeg
 from export.litert_model import Value, open_model
 from export.manifest import read_manifest
 from rbqe_tf import metrics
-from rbqe_tf.demo import reference_images
+from rbqe_tf.compression import compress_jpeg
 from rbqe_tf.levels import DEFAULT_LEVELS
+from rbqe_tf.sources import reference_images
 
 
 def tiles(folder, tile):

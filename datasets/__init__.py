@@ -1,6 +1,8 @@
 """Building compressed-image datasets (ground-truth Y + decoded JPEG/HEVC) for RBQE.
 
-``datasets.build`` (CLI and :func:`datasets.build.build`), ``datasets.codecs``
-(in-process compress-then-decode), ``datasets.manifest`` (:func:`read_manifest`),
-``datasets.sources`` (source discovery and the Y convention). See README.md.
+``python -m datasets.build`` (the CLI and its engine :func:`datasets.build.build`). What
+it stands on lives in the package, below it: ``rbqe_tf.compression`` (in-process
+compress-then-decode), ``rbqe_tf.sources`` (source discovery and the Y convention) and
+``rbqe_tf.pairs_manifest`` (the manifest that the training and evaluation data read).
+See README.md.
 """

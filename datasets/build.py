@@ -4,10 +4,10 @@
                              [--levels 10,20,30,40,50] [--workers N]
 
 For every lossless image under --src (recursive, sorted) it writes
-``OUT/gt/<stem>.png`` (uint8 Y, see ``datasets.sources``) and, per level,
+``OUT/gt/<stem>.png`` (uint8 Y, see ``rbqe_tf.sources``) and, per level,
 ``OUT/<codec>/<level>/<stem>.png`` (the decoded compressed Y, see
-``datasets.codecs``), and appends a row to ``OUT/manifest.jsonl`` (see
-``datasets.manifest``). Both codecs can be built into the same OUT.
+``rbqe_tf.compression``), and appends a row to ``OUT/manifest.jsonl`` (see
+``rbqe_tf.pairs_manifest``). Both codecs can be built into the same OUT.
 
 Resumable: pairs with a manifest row whose files exist are skipped; files are
 written atomically (temp + rename) and a row only after its files, so a killed
@@ -29,17 +29,17 @@ import numpy as np
 from absl import app, flags
 from tqdm import tqdm
 
-from datasets.codecs import (HEVC_QP_RANGE, JPEG_QUALITY_RANGE, CodecError, compress,
-                             ffmpeg_problem)
-from datasets.manifest import (append_row, manifest_path, read_manifest, row_key,
-                               write_manifest)
-from datasets.sources import list_sources, stem_of, to_y
-from rbqe_tf.files import TEMP_PREFIX
 from rbqe_tf.cli import check_range
+from rbqe_tf.compression import (HEVC_QP_RANGE, JPEG_QUALITY_RANGE, CodecError, compress,
+                                 ffmpeg_problem)
+from rbqe_tf.files import TEMP_PREFIX
 from rbqe_tf.image_io import (DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, ImageError,
                               read_image, set_pixel_budget, write_image)
 from rbqe_tf.levels import CODECS, DEFAULT_LEVELS
 from rbqe_tf.metrics import psnr, ssim
+from rbqe_tf.pairs_manifest import (append_row, manifest_path, read_manifest, row_key,
+                                    write_manifest)
+from rbqe_tf.sources import list_sources, stem_of, to_y
 
 LEVEL_RANGE = {"jpeg": JPEG_QUALITY_RANGE, "hevc": HEVC_QP_RANGE}
 LOCK_NAME = ".build.lock"

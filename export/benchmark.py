@@ -31,7 +31,7 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import load_delegate
 
-from export import benchmark_model, op_profile, tiling
+from export import benchmark_model, op_profile
 from export.bench_images import GENERATED_QUALITIES, folder_set, generated_set
 from export.energy import DEFAULT_ROOT, EnergyMeter
 from export.latency import Progress, cpu_count, peak_rss_mb, time_round_robin
@@ -40,6 +40,7 @@ from export.manifest import ManifestError, checked_path, read_manifest
 from export.op_macs import read_op_macs
 from export.runner import Runner
 from export.stages import iterate_stages
+from rbqe_tf import tiling
 from rbqe_tf.files import write_text
 from rbqe_tf.image_io import ImageError
 

@@ -1,8 +1,7 @@
 """TFLite conversion of one frozen graph in one quantization mode (builtin ops only)."""
 import warnings
 
-QUANT_MODES = ("fp32", "fp16", "int8_full_int8_io", "int8_full_fp32_io")
-INT8_MODES = ("int8_full_int8_io", "int8_full_fp32_io")
+from export.manifest import INT8_MODES, QUANT_MODES
 
 
 def convert(graph, mode, representative=None):
@@ -17,7 +16,7 @@ def convert(graph, mode, representative=None):
     if mode not in QUANT_MODES:
         raise ValueError(f"unknown quantization {mode!r} "
                          f"(expected one of {', '.join(QUANT_MODES)})")
-    import tensorflow as tf  # here, so that the mode names are cheap to import (--help)
+    import tensorflow as tf  # here, so that importing the exporter's modules stays cheap
     converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.function], tf.Module())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode == "fp16":

@@ -12,11 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 from export import verify
-from export.convert import INT8_MODES, convert
+from export.convert import convert
 from export.gpu_ops import gpu_problems, op_counts
 from export.graphs import fixed_tile_model, model_graphs, score_graph
 from export.litert_model import make_interpreter, open_model
-from export.manifest import MANIFEST, read_manifest, sha256_file, tensor_entries, write_manifest
+from export.manifest import (INT8_MODES, MANIFEST, read_manifest, sha256_file, tensor_entries,
+                             write_manifest)
 from export.optimize import optimize
 from export.retile import retile
 from export.representative import compressed_patches, image_crops, ramp, stage_inputs
@@ -50,7 +51,7 @@ class Exporter:
     ``weights``: the model's .keras path, recorded in the manifest; the exit thresholds
     are the ones calibrated beside it (``rbqe_tf.calibration``), else the paper's.
     ``graphs``: exit/stage graphs to export instead of ``model``'s (the fake-quantized
-    graphs of a QAT checkpoint, ``rbqe_tf.qat_model.export_graphs``; they are then the
+    graphs of a QAT checkpoint, :func:`export.graphs.qat_graphs`; they are then the
     float reference of every check); ``source``: what they came from, for the manifest.
     ``calib_tile``: calibrate int8 files at this smaller tile (a divisor of ``tile``)
     and re-shape them to ``tile`` (:mod:`export.retile`); the checks run at ``tile``.

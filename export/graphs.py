@@ -6,7 +6,8 @@ Keras variable (what makes ``from_concrete_functions`` on a Keras 3 model write
 NaN-only files, PITFALLS), and tracing plus conversion take about a quarter of the
 time of ``from_keras_model``'s SavedModel round trip. Each trace is checked against
 the Keras model itself when built (:data:`TRACE_TOLERANCE`), then serves as the fast
-float reference of :mod:`export.verify` and of calibration.
+float reference of :mod:`export.verify` and of calibration. A QAT model's graphs
+(:func:`qat_graphs`) are frozen from its tf-keras exit and stage models instead.
 
 Inputs are named by their ``TensorSpec`` (``y``, ``x_1_0``, ``exit``) and outputs
 returned as a dict, so the TFLite file's signature carries the logical names
@@ -16,9 +17,10 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from export.score_graph import patch_maps
-from rbqe_tf.model import RBQE
+from rbqe_tf.model import RBQE, feature_name, stage_feature_keys
 
 TRACE_TOLERANCE = 1e-5
 
@@ -39,11 +41,6 @@ class Graph:
         outs = [self.function(*[tf.constant(x[i:i + 1], tf.float32) for x in inputs])
                 for i in range(len(inputs[0]))]
         return [np.concatenate([np.asarray(o[name]) for o in outs]) for name in self.output_names]
-
-
-def feature_name(key):
-    """Tensor name of feature node x[i, j] (the stage models' input names)."""
-    return f"x_{key[0]}_{key[1]}"
 
 
 def fixed_tile_model(model, tile):
@@ -106,3 +103,38 @@ def score_graph(codec, tile):
     spec = tf.TensorSpec([1, tile, tile, 1], tf.float32, name="exit")
     return Graph(f"score_{codec}", _trace(lambda y: {"patches": patch_maps(y, codec)}, [spec]),
                  ["exit"], ["patches"])
+
+
+def _frozen_graph(name, model, output_names, tile):
+    """Graph of a tf-keras ``model`` (inference mode, batch 1, tile×tile): variables
+    frozen to constants, outputs returned as a dict of ``output_names``."""
+    specs = [tf.TensorSpec([1, tile >> _level(t.name), tile >> _level(t.name), t.shape[-1]],
+                           tf.float32, name=t.name.split(":")[0]) for t in model.inputs]
+
+    def trace(fn):
+        return tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
+
+    frozen = convert_variables_to_constants_v2(trace(
+        lambda *inputs: model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)))
+
+    def named(*inputs):
+        out = frozen(*inputs)
+        return dict(zip(output_names, out if isinstance(out, (list, tuple)) else [out]))
+
+    return Graph(name, trace(named), [s.name for s in specs], output_names, fake_quant=True)
+
+
+def _level(input_name):
+    """Resolution level of a model input (``y`` → 0, ``x_i_j`` → i)."""
+    return int(input_name.split("_")[1]) if input_name.startswith("x_") else 0
+
+
+def qat_graphs(exits, stages, cfg, tile):
+    """Graphs ``exit_1..K`` and ``stage_1..K`` of a fake-quantized (QAT) model, from its
+    exit and stage models (``rbqe_tf.qat_model.exit_models`` / ``stage_models``)."""
+    graphs = {f"exit_{k}": _frozen_graph(f"exit_{k}", model, ["exit"], tile)
+              for k, model in enumerate(exits, 1)}
+    for k, stage in enumerate(stages, 1):
+        names = ["exit"] + [feature_name(key) for key in stage_feature_keys(cfg, k)]
+        graphs[f"stage_{k}"] = _frozen_graph(f"stage_{k}", stage, names, tile)
+    return graphs

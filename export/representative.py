@@ -3,7 +3,7 @@ they lead to.
 
 Each image gives its centre tile×tile crop of the 8-bit Y plane (mirror-padded when
 smaller), compressed at every default level of every codec (JPEG QF 10–50 with
-OpenCV, HEVC QP 22–42 with x265; ``datasets.codecs``). Calibration also gets one
+OpenCV, HEVC QP 22–42 with x265; ``rbqe_tf.compression``). Calibration also gets one
 full-range ramp (0…255, compressed the same way) so that the int8 ranges of the
 input and of the exits cover all of [0, 1] — a range set only by photos would clip
 pixels brighter or darker than any calibration pixel.
@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from datasets.codecs import compress
-from datasets.sources import to_y
+from rbqe_tf.compression import compress
 from rbqe_tf.image_io import read_image
 from rbqe_tf.levels import DEFAULT_LEVELS
+from rbqe_tf.sources import to_y
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                   ".pnm")

@@ -2,7 +2,7 @@
 
 The image's Y plane is mirror-padded and cut into overlapping tiles of the exported
 size; stages run tile by tile and exit by exit under the rule of
-:func:`export.tiling.early_exit` (shared with the Keras ``Enhancer``):
+:func:`rbqe_tf.tiling.early_exit` (shared with the Keras ``Enhancer``):
 
 - ``decision="image"`` (default): one exit per image, chosen on the pooled score of
   all tiles' owned patches (the stitched image's score except for patches that
@@ -27,11 +27,10 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import load_delegate
 
-from export import tiling
 from export.litert_model import Value, open_model
 from export.manifest import ManifestError, checked_entry, read_manifest
 from export.stages import iterate_stages
-from rbqe_tf import color
+from rbqe_tf import color, tiling
 from rbqe_tf.gain import decide, read_predictor
 
 DECISIONS = ("gain", "image", "tile")

@@ -3,7 +3,7 @@
 :func:`rbqe_tf.iqa.quality_score` averages per-patch values over a whole image. The
 runner needs those values before the average: it scores only the patches inside
 the image (a tile is mirror-padded) and pools patches over several tiles. So the
-exported score model stops at the per-patch values and :mod:`export.scoring` does
+exported score model stops at the per-patch values and :mod:`rbqe_tf.score_pooling` does
 the masked means with NumPy. The math is ``quality_score``'s, step for step, on its
 constants; ``tests/test_export.py`` checks that the two give the same Q.
 """

@@ -16,8 +16,7 @@ import time
 
 from absl import app, flags, logging
 
-from export.convert import INT8_MODES, QUANT_MODES
-from export.manifest import MANIFEST
+from export.manifest import INT8_MODES, MANIFEST, QUANT_MODES
 from rbqe_tf.cli import (check_range, fail, import_tensorflow_quietly, native_stderr_muted,
                          parse_flags)
 from rbqe_tf.levels import CODECS
@@ -62,7 +61,8 @@ def qat_exporter(path, tile, codecs):
     The Keras 3 model (configuration, MAC counts) is built before the QAT modules are
     imported, as tfmot sets TF_USE_LEGACY_KERAS=1 on import (PITFALLS)."""
     from export.exporter import Exporter
-    from rbqe_tf.qat_train import QATError, load_qat
+    from export.graphs import qat_graphs
+    from rbqe_tf.qat_checkpoint import QATError, load_qat
     try:
         qat, cfg, saved, prefix, step = load_qat(path)
     except QATError as e:
@@ -74,7 +74,9 @@ def qat_exporter(path, tile, codecs):
     init = saved["config"]["init"]
     source = {"checkpoint": os.path.abspath(prefix), "step": step, "init": init}
     return Exporter(model, tile, codecs, init if os.path.isfile(init) else None,
-                    graphs=qat_model.export_graphs(qat, cfg, tile), source=source)
+                    graphs=qat_graphs(qat_model.exit_models(qat, cfg),
+                                      qat_model.stage_models(qat, cfg), cfg, tile),
+                    source=source)
 
 
 def usage_problem(argv, mode):

@@ -17,7 +17,7 @@ import numpy as np
 
 from export.litert_model import Value
 from export.representative import stage_inputs
-from export.scoring import patch_sums, score_from_sums
+from rbqe_tf.score_pooling import patch_sums, score_from_sums
 from export.stages import iterate_stages
 from rbqe_tf import iqa
 

@@ -44,11 +44,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from datasets.codecs import compress_jpeg
-from datasets.manifest import manifest_path, read_manifest
-from datasets.sources import to_y
+from rbqe_tf.compression import compress_jpeg
 from rbqe_tf.image_io import ImageError, read_image
 from rbqe_tf.levels import BLOCK_SIZE, DEFAULT_LEVELS, LOW_QF_MAX, check_codec, severity
+from rbqe_tf.pairs_manifest import manifest_path, read_manifest
+from rbqe_tf.sources import to_y
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import os
 
 import numpy as np
 
-from rbqe_tf import color, metrics
-from rbqe_tf.image_io import read_image, write_image
-from rbqe_tf.levels import DEFAULT_LEVELS, UNCOMPRESSED
+from rbqe_tf import metrics
+from rbqe_tf.image_io import write_image
+from rbqe_tf.levels import DEFAULT_LEVELS, UNCOMPRESSED, level_name
+from rbqe_tf.sources import reference_images
 
-SAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples")
 DEMO_LEVELS = {"jpeg": (10, 30, 50, 70, 90, UNCOMPRESSED), "hevc": DEFAULT_LEVELS["hevc"]}
 
 
@@ -35,16 +35,6 @@ class DemoRow:
     psnr_out: float
     ms: float
     gains: list = dataclasses.field(default_factory=list)  # predicted ΔPSNR per exit
-
-
-def reference_images(folder=SAMPLES_DIR):
-    """name → 8-bit Y plane of each lossless photo in ``folder``, sorted by name."""
-    planes = {}
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".png"):
-            image = read_image(os.path.join(folder, name))
-            planes[name[:-4]] = image if image.ndim == 2 else color.rgb_to_y_uint8(image[..., :3])
-    return planes
 
 
 def warm_up(enhancer, y):
@@ -83,10 +73,6 @@ def run(enhancers, out_dir=None, overwrite=False, exit=None, compress=None,
 
 HEADER = f"{'image':10s} {'codec':5s} {'level':>5s} {'exit':>4s}  {'decision':30s} " \
          f"{'PSNR in → out (gain)':>26s} {'ms':>7s}"
-
-
-def level_name(level):
-    return "none" if level == UNCOMPRESSED else str(level)
 
 
 def format_row(row):

@@ -207,8 +207,8 @@ def _video_writer(enhancer):
 
 
 def _demo(enhancer):
-    from datasets.codecs import CodecError
     from rbqe_tf import demo
+    from rbqe_tf.compression import CodecError
     from rbqe_tf.image_io import ImageError
     print(demo.HEADER)
     try:

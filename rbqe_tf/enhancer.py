@@ -35,8 +35,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from export import tiling
-from rbqe_tf import color, iqa
+from rbqe_tf import color, iqa, tiling
 from rbqe_tf.calibration import DEFAULT_GAIN_RULE, resolve_gain_rule, resolve_threshold
 from rbqe_tf.gain import decide, load_predictor
 from rbqe_tf.levels import BLOCK_SIZE, check_codec

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.codecs import (HEVC_QP_RANGE, JPEG_QUALITY_RANGE, CodecError, compress,
-                             ffmpeg_problem)
-from datasets.manifest import manifest_path, read_manifest
-from datasets.sources import LOSSLESS_SUFFIXES, list_sources, stem_of, to_y
+from rbqe_tf.compression import (HEVC_QP_RANGE, JPEG_QUALITY_RANGE, CodecError, compress,
+                                 ffmpeg_problem)
 from rbqe_tf.image_io import ImageError, read_image
 from rbqe_tf.levels import DEFAULT_LEVELS, UNCOMPRESSED, check_codec
+from rbqe_tf.pairs_manifest import manifest_path, read_manifest
+from rbqe_tf.sources import LOSSLESS_SUFFIXES, list_sources, stem_of, to_y
 
 LEVEL_RANGE = {"jpeg": JPEG_QUALITY_RANGE, "hevc": HEVC_QP_RANGE}
 MIN_SIDE = 11  # the SSIM window
@@ -56,7 +56,7 @@ def find_sources(data_dir, codec, levels=None):
 
     ``data_dir`` is a built set (has manifest.jsonl; levels default to all built ones)
     or a folder of lossless images (recursive; colour → BT.601 Y, gray as is),
-    compressed here with ``datasets.codecs`` (levels default to ``DEFAULT_LEVELS``).
+    compressed here with ``rbqe_tf.compression`` (levels default to ``DEFAULT_LEVELS``).
     """
     root = Path(data_dir)
     if not root.is_dir():

@@ -63,8 +63,8 @@ def draw_inputs(gt, rng, variants):
 
 def crops(data_dirs, count, rng):
     """``count`` 8-aligned ground-truth crops (uint8 gray or RGB), images drawn by area."""
-    from datasets.sources import list_sources
     from rbqe_tf.image_io import read_image
+    from rbqe_tf.sources import list_sources
     planes = [read_image(p) for d in data_dirs for p in list_sources(d)]
     planes = [p[..., :3] if p.ndim == 3 else p for p in planes
               if p.dtype == np.uint8 and min(p.shape[:2]) >= CROP_SIZES[-1]]

@@ -52,6 +52,11 @@ def is_light(level, codec):
     return level == UNCOMPRESSED or (codec == "jpeg" and level >= 70)
 
 
+def level_name(level):
+    """A level as command lines and file names write it ("none": uncompressed)."""
+    return "none" if level == UNCOMPRESSED else str(level)
+
+
 def exit_weights(sev, table=EXIT_WEIGHTS):
     """Per-exit loss weights for severity ``sev`` (scalar or array) → [..., num_exits]."""
     sev = np.asarray(sev, np.float32)

@@ -73,6 +73,11 @@ def stage_input_keys(cfg, k):
     return [key for s in range(1, k) for key in stage_feature_keys(cfg, s)]
 
 
+def feature_name(key):
+    """Tensor name ``x_i_j`` of feature node x[i, j] (stage models' inputs and outputs)."""
+    return f"x_{key[0]}_{key[1]}"
+
+
 class GraphBuilder:
     """Builds the RBQE graph step by step with named layers.
 
@@ -165,11 +170,11 @@ class GraphBuilder:
 
 
 def feature_input(keras_module, cfg, key, input_size):
-    """``keras_module.Input`` named ``x_i_j`` for feature node x[i, j] of a stage model."""
-    i, j = key
+    """``keras_module.Input`` for feature node x[i, j] of a stage model (:func:`feature_name`)."""
+    i, _ = key
     h, w = input_size
     size = (None if h is None else h >> i, None if w is None else w >> i)
-    return keras_module.Input((*size, cfg.features), name=f"x_{i}_{j}")
+    return keras_module.Input((*size, cfg.features), name=feature_name(key))
 
 
 @keras.saving.register_keras_serializable(package="rbqe_tf")

@@ -11,24 +11,20 @@ Quantization follows tfmot's default 8-bit scheme (per-channel symmetric conv ke
 asymmetric activations), plus :class:`ECAQuantizeConfig` and
 :class:`TransposeConvQuantizeConfig` where the registry misses a tensor that TFLite
 quantizes; :func:`calibrate` sets the activation ranges before fine-tuning, and
-:func:`export_graphs` gives the exit/stage graphs ``export.tflite --from-qat`` converts
-(docs/qat.md).
+:func:`exit_models` and :func:`stage_models` are what ``export.tflite --from-qat``
+converts (``export.graphs.qat_graphs``; docs/qat.md).
 """
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 from tensorflow_model_optimization.python.core.keras.utils import smart_cond
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit\
     .default_8bit_quantize_registry import Default8BitConvTransposeQuantizeConfig
 from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (
     QuantizeLayer)
 
-
-from export.graphs import Graph, feature_name
-from rbqe_tf.model import (GraphBuilder, eca_bands, feature_input, stage_feature_keys,
-                           stage_input_keys)
+from rbqe_tf.model import GraphBuilder, eca_bands, feature_input, stage_input_keys
 
 quantizers = tfmot.quantization.keras.quantizers
 
@@ -281,41 +277,9 @@ def stage_models(qat, cfg):
     return stages
 
 
-def _graph(name, model, output_names, tile):
-    """:class:`export.graphs.Graph` of ``model`` (inference mode, batch 1, tile×tile):
-    variables frozen to constants, outputs returned as a dict of ``output_names``."""
-    specs = [tf.TensorSpec([1, tile >> _level(t.name), tile >> _level(t.name), t.shape[-1]],
-                           tf.float32, name=t.name.split(":")[0]) for t in model.inputs]
-
-    def trace(fn):
-        return tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
-
-    frozen = convert_variables_to_constants_v2(trace(
-        lambda *inputs: model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)))
-
-    def named(*inputs):
-        out = frozen(*inputs)
-        return dict(zip(output_names, out if isinstance(out, (list, tuple)) else [out]))
-
-    return Graph(name, trace(named), [s.name for s in specs], output_names, fake_quant=True)
-
-
-def _level(input_name):
-    """Resolution level of a model input (``y`` → 0, ``x_i_j`` → i)."""
-    return int(input_name.split("_")[1]) if input_name.startswith("x_") else 0
-
-
-def export_graphs(qat, cfg, tile):
-    """Graphs ``exit_1..K`` and ``stage_1..K`` of the quantized model for export."""
-    graphs = {}
-    for k in range(1, cfg.num_exits + 1):
-        exit_model = tf_keras.Model(qat.input, qat.outputs[k - 1])
-        graphs[f"exit_{k}"] = _graph(f"exit_{k}", exit_model, ["exit"], tile)
-    for k, stage in enumerate(stage_models(qat, cfg), 1):
-        names = ["exit"] + [feature_name(key) for key in stage_feature_keys(cfg, k)]
-        graphs[f"stage_{k}"] = _graph(f"stage_{k}", stage, names, tile)
-    return graphs
-
+def exit_models(qat, cfg):
+    """Exit models of the quantized model (``y`` → exit k, k = 1..K), sharing its layers."""
+    return [tf_keras.Model(qat.input, qat.outputs[k - 1]) for k in range(1, cfg.num_exits + 1)]
 
 
 EMA_SUFFIXES = ("post_activation", "pre_activation", "output", "pre_relu")

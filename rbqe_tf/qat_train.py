@@ -5,10 +5,10 @@ Run-directory layout: ``config.json`` (config + command line), ``checkpoints/``
 (``tf.train.Checkpoint`` of the quantized model, optimizer and step; the model is
 rebuilt from the config, so restoring needs no serialized tf-keras layers) and, when
 the steps are done, ``final.keras``: the fine-tuned float weights as a Keras 3 RBQE
-(what ``rbqe_tf.evaluate`` or PTQ export can read). Import only in a QAT process
-(this imports tensorflow-model-optimization; see :mod:`rbqe_tf.qat_model`).
+(what ``rbqe_tf.evaluate`` or PTQ export can read); :mod:`rbqe_tf.qat_checkpoint` reads
+a run back. Import only in a QAT process (this imports tensorflow-model-optimization; see
+:mod:`rbqe_tf.qat_model`).
 """
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,7 +17,6 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from rbqe_tf import data
-from rbqe_tf.config import RBQEConfig
 from rbqe_tf.model import RBQE, load_model
 from rbqe_tf.train_config import CHECKPOINT_DIR, CONFIG_NAME, parse_weight_table
 from rbqe_tf.train_log import Meter
@@ -25,44 +24,11 @@ from rbqe_tf.train_state import StopSignal, export_model, write_json
 from rbqe_tf.trainer import FINAL_NAME, load_sources
 
 from rbqe_tf import qat_model  # noqa: E402  (after Keras 3 imports: sets TF_USE_LEGACY_KERAS)
+from rbqe_tf.qat_checkpoint import checkpoint  # noqa: E402
 from rbqe_tf.loss import weighted_loss  # noqa: E402
 import tf_keras  # noqa: E402
 
 CALIBRATION_BATCHES = 4
-
-
-class QATError(Exception):
-    """A QAT run directory or checkpoint that cannot be used."""
-
-
-def _checkpoint(qat, optimizer=None):
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    objects = {"model": qat, "step": step}
-    if optimizer is not None:
-        objects["optimizer"] = optimizer
-    return tf.train.Checkpoint(**objects), step
-
-
-def load_qat(path):
-    """(quantized model, RBQEConfig, run config dict, checkpoint path, step) of a QAT run
-    directory (its latest checkpoint) or of one checkpoint prefix inside one."""
-    path = Path(path)
-    run_dir = path if path.is_dir() else path.parent.parent
-    config_path = run_dir / CONFIG_NAME
-    if not config_path.is_file():
-        raise QATError(f"{path}: not a QAT run directory (no {CONFIG_NAME})")
-    saved = json.loads(config_path.read_text())
-    if "rbqe_config" not in saved:
-        raise QATError(f"{path}: {CONFIG_NAME} is not from rbqe_tf.qat")
-    prefix = (tf.train.latest_checkpoint(str(run_dir / CHECKPOINT_DIR)) if path.is_dir()
-              else str(path))
-    if not prefix or not tf.io.gfile.exists(prefix + ".index"):
-        raise QATError(f"{path}: no QAT checkpoint")
-    cfg = RBQEConfig(**saved["rbqe_config"])
-    qat = qat_model.build_qat(cfg)
-    checkpoint, step = _checkpoint(qat)
-    checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
-    return qat, cfg, saved, prefix, int(step.numpy())
 
 
 class QATRun:
@@ -80,7 +46,7 @@ class QATRun:
               if cfg.lr_schedule == "cosine" else cfg.lr)
         self.optimizer = tf_keras.optimizers.Adam(lr)
         self.table = tf.constant(parse_weight_table(cfg.exit_weights), tf.float32)
-        self.checkpoint, self.step = _checkpoint(self.qat, self.optimizer)
+        self.checkpoint, self.step = checkpoint(self.qat, self.optimizer)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / CHECKPOINT_DIR,
                                                   max_to_keep=3)
         self.resumed = bool(cfg.resume and self.manager.latest_checkpoint)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets.codecs import compress_jpeg
 from rbqe_tf import data
 from rbqe_tf.color import rgb_to_y_uint8
+from rbqe_tf.compression import compress_jpeg
 from rbqe_tf.levels import severity
 
 P = 32

@@ -10,19 +10,19 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets import codecs
 from datasets.build import LOCK_NAME, BuildError, build, parse_levels
-from datasets.codecs import CodecError, compress_hevc, compress_jpeg, encode_hevc
-from datasets.manifest import FIELDS, manifest_path, read_manifest
-from datasets.sources import to_y
+from rbqe_tf import compression
 from rbqe_tf.color import rgb_to_y_uint8
+from rbqe_tf.compression import CodecError, compress_hevc, compress_jpeg, encode_hevc
 from rbqe_tf.metrics import psnr
+from rbqe_tf.pairs_manifest import FIELDS, manifest_path, read_manifest
+from rbqe_tf.sources import to_y
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLASSIC5 = SHARED_DATA / "val" / "classic5"
 README_JPEG_PSNR = {10: 27.82, 20: 30.12, 30: 31.48, 40: 32.43, 50: 33.20}
-FFMPEG_PROBLEM = codecs.ffmpeg_problem()
+FFMPEG_PROBLEM = compression.ffmpeg_problem()
 needs_ffmpeg = pytest.mark.skipif(FFMPEG_PROBLEM is not None,
                                   reason=f"HEVC tests need ffmpeg+libx265: {FFMPEG_PROBLEM}")
 
@@ -123,7 +123,7 @@ def test_hevc_build_uses_requested_qp_and_shares_out_with_jpeg(tmp_path):
 
 
 def test_hevc_qp_mismatch_is_an_error(monkeypatch):
-    monkeypatch.setattr(codecs, "encode_hevc", lambda y, qp: (b"", qp - 3.0))
+    monkeypatch.setattr(compression, "encode_hevc", lambda y, qp: (b"", qp - 3.0))
     with pytest.raises(CodecError, match="not the requested 32"):
         compress_hevc(np.zeros((8, 8), np.uint8), 32)
 
@@ -171,11 +171,11 @@ def test_duplicate_stems_and_lock(tmp_path):
 
 def test_missing_ffmpeg_detected(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert "apt-get install ffmpeg" in codecs.ffmpeg_problem()
+    assert "apt-get install ffmpeg" in compression.ffmpeg_problem()
     fake = tmp_path / "ffmpeg"
     fake.write_text("#!/bin/sh\necho ' V....D libx264  H.264'\n")
     fake.chmod(0o755)
-    assert "no libx265" in codecs.ffmpeg_problem()
+    assert "no libx265" in compression.ffmpeg_problem()
 
 
 @pytest.mark.slow

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.codecs import compress_jpeg
 from rbqe_tf import demo, metrics
+from rbqe_tf.compression import compress_jpeg
 from rbqe_tf.enhancer import Enhancer
 from rbqe_tf.image_io import read_image
 from rbqe_tf.model import build_model
+from rbqe_tf.sources import reference_images
 
 REPO = Path(__file__).resolve().parents[1]
 ROW = re.compile(r"^(\w+)\s+jpeg\s+(\d+|none)\s+([0-5])\s+.*?(\d+\.\d\d|inf) →\s+"
@@ -20,7 +21,7 @@ ROW = re.compile(r"^(\w+)\s+jpeg\s+(\d+|none)\s+([0-5])\s+.*?(\d+\.\d\d|inf) →
 def test_rows_report_the_psnr_of_what_was_written(tmp_path):
     enhancer = Enhancer(build_model("tiny"), "jpeg", threshold=0.0)  # always exit 1
     rows = demo.run({"jpeg": enhancer}, tmp_path, progress=lambda line: None)
-    refs = demo.reference_images()
+    refs = reference_images()
     assert [(r.image, r.level) for r in rows] == [(n, q) for n in sorted(refs)
                                                   for q in (10, 30, 50, 70, 90, -1)]
     for row in rows:

@@ -11,15 +11,14 @@ import pytest
 import tensorflow as tf
 
 from export import verify
-from export.convert import QUANT_MODES
 from export.exporter import Exporter, ExportError, exit_thresholds
 from export.gpu_ops import GPU_OPS, gpu_problems, op_counts
 from export.litert_model import Value, make_interpreter, to_input
-from export.manifest import read_manifest, sha256_file
-from export.scoring import patch_sums, score_from_sums
+from export.manifest import QUANT_MODES, read_manifest, sha256_file
 from export.tflite import bare_quantize
 from rbqe_tf import iqa
 from rbqe_tf.model import build_model
+from rbqe_tf.score_pooling import patch_sums, score_from_sums
 
 TILE = 64
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

@@ -109,9 +109,9 @@ def _find(patch, plane):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg with libx265")
 def test_pack_and_hevc_patches_are_grid_aligned_crops(tmp_path):
-    from datasets.codecs import compress_hevc
-    from datasets.sources import to_y
+    from rbqe_tf.compression import compress_hevc
     from rbqe_tf.image_io import read_image
+    from rbqe_tf.sources import to_y
     src, out = _gt_source(tmp_path), tmp_path / "pack"
     planes = pack_train_data.pack_gt(src, out)
     assert list(planes) == ["a_colour.png", "gray.png"]

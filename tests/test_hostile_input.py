@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from export import tiling
+from rbqe_tf import tiling
 from rbqe_tf import batch, image_io
 from rbqe_tf.files import TEMP_PREFIX, remove_orphan_temps, write_atomically
 from rbqe_tf.image_io import ImageError, read_image, read_image_with_metadata, write_image

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import linear_headroom
-from rbqe_tf.demo import reference_images
+from rbqe_tf.sources import reference_images
 from rbqe_tf.image_io import write_image
 
 

@@ -3,7 +3,7 @@ import json
 import shutil
 
 from benchmarks import routing_agreement
-from rbqe_tf.demo import reference_images
+from rbqe_tf.sources import reference_images
 from rbqe_tf.image_io import write_image
 from test_runner import _with_gain, export_tiny, root  # noqa: F401  (fixture)
 

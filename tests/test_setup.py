@@ -17,7 +17,7 @@ LOCAL = {"rbqe_tf", "export", "datasets", "benchmarks", "tools", "tests", "conft
 DISTRIBUTIONS = {  # import name → distribution name, where they differ
     "absl": "absl-py", "ai_edge_litert": "ai-edge-litert", "cv2": "opencv-python-headless",
     "tensorflow_model_optimization": "tensorflow-model-optimization", "tf_keras": "tf-keras",
-    "PIL": "pillow", "pillow_heif": "pillow-heif"}
+    "PIL": "pillow", "pillow_heif": "pillow-heif", "importlinter": "import-linter"}
 
 
 def _fake_bin(tmp_path, ffmpeg_has_x265, uid):

@@ -6,13 +6,13 @@ under what the shipped checkpoint achieves (model card), so a worse model fails.
 import numpy as np
 import pytest
 
-from datasets.codecs import compress_jpeg
 from rbqe_tf import metrics
 from rbqe_tf.calibration import load_thresholds
-from rbqe_tf.demo import reference_images
+from rbqe_tf.compression import compress_jpeg
 from rbqe_tf.enhancer import Enhancer
 from rbqe_tf.image_io import read_image
 from rbqe_tf.model import default_weights, load_model
+from rbqe_tf.sources import reference_images
 
 
 @pytest.fixture(scope="module")

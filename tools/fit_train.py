@@ -7,7 +7,7 @@ per sample Σ_k w_k(severity) · MSE_k, averaged over the batch — equal to
 any Keras backend (``KERAS_BACKEND=jax`` on a GPU), with NumPy + OpenCV data only:
 
 * JPEG: a random crop of a ground-truth Y plane (image drawn in proportion to its area),
-  compressed by OpenCV (``datasets.codecs.compress_jpeg``) at a quality factor drawn
+  compressed by OpenCV (``rbqe_tf.compression.compress_jpeg``) at a quality factor drawn
   uniformly from 10..50 (or, for a ``--low_qf`` share of patches, from 10..20,
   ``rbqe_tf.levels.LOW_QF_MAX``), so the 8×8 grid sits at the patch origin;
 * light JPEG (``--light`` share of JPEG patches, beyond the paper): a quarter
@@ -15,7 +15,7 @@ any Keras backend (``KERAS_BACKEND=jax`` on a GPU), with NumPy + OpenCV data onl
   re-saved (QF 10..100, then again at 51..100, as re-uploaded images are), with every
   exit weighted ``rbqe_tf.levels.LIGHT_EXIT_WEIGHTS`` unless the first pass was heavy;
 * HEVC: pre-coded crops (``--hevc DIR``: ``index.json`` naming each crop's ground-truth
-  file and offset, ``NNNN_qpQ.png`` its x265 decodes as made by ``datasets.codecs``);
+  file and offset, ``NNNN_qpQ.png`` its x265 decodes as made by ``rbqe_tf.compression``);
   patches are cut at offsets that are multiples of 4 (the HEVC grid);
 * both: each patch picks its codec with equal probability; one of the 8 flips/rotations.
 
@@ -56,12 +56,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-from datasets.codecs import compress_jpeg  # noqa: E402
-from datasets.sources import to_y  # noqa: E402
+from rbqe_tf.compression import compress_jpeg  # noqa: E402
 from rbqe_tf.image_io import ImageError, read_image  # noqa: E402
 from rbqe_tf.levels import (DEFAULT_LEVELS, LIGHT_EXIT_WEIGHTS, LIGHT_QF_MIN,  # noqa: E402
                             LOW_QF_MAX, exit_weights, severity)
 from rbqe_tf.model import WeightsError, build_model, load_model  # noqa: E402
+from rbqe_tf.sources import to_y  # noqa: E402
 
 FINAL_LR_RATIO = 0.01
 QF_MIN, QF_MAX = min(DEFAULT_LEVELS["jpeg"]), max(DEFAULT_LEVELS["jpeg"])

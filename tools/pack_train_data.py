@@ -4,10 +4,10 @@
         [--hevc_crops 330] [--crop 144] [--seed 6] [--workers 2]
 
 Writes ``OUT/gt/<stem with / → _>.png`` (the uint8 Y ground truth of every lossless
-image under --src, ``datasets.sources``; ~0.65 bytes per pixel) and, with
+image under --src, ``rbqe_tf.sources``; ~0.65 bytes per pixel) and, with
 ``--hevc_crops N``, ``OUT/hevc/``: N crops of ``--crop``² pixels at offsets that are
 multiples of 4, images drawn in proportion to their area, each x265-coded at QP 22..42
-by ``datasets.codecs`` (``NNNN_qpQ.png``) and listed in ``index.json`` (ground-truth
+by ``rbqe_tf.compression`` (``NNNN_qpQ.png``) and listed in ``index.json`` (ground-truth
 file and offset). Coding crops instead of whole images keeps the pack small enough
 to travel (330 crops: 18 MB).
 """
@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datasets.codecs import compress_hevc  # noqa: E402
-from datasets.sources import list_sources, stem_of, to_y  # noqa: E402
+from rbqe_tf.compression import compress_hevc  # noqa: E402
 from rbqe_tf.image_io import read_image  # noqa: E402
 from rbqe_tf.levels import DEFAULT_LEVELS  # noqa: E402
+from rbqe_tf.sources import list_sources, stem_of, to_y  # noqa: E402
 
 PNG = [cv2.IMWRITE_PNG_COMPRESSION, 9]
 

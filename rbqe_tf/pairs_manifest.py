@@ -1,4 +1,5 @@
-"""OUT/manifest.jsonl: one JSON object per finished (image, codec, level) pair.
+"""OUT/manifest.jsonl: one JSON object per finished (image, codec, level) pair, written
+by ``python -m datasets.build`` and read by ``rbqe_tf.data`` and ``rbqe_tf.evaluation_data``.
 
 Row fields (the contract with the tf.data pipeline): ``stem`` (source path
 relative to --src without suffix, POSIX), ``source`` (path relative to --src),

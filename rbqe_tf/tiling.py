@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from export.scoring import patch_sums, score_from_sums
+from rbqe_tf.score_pooling import patch_sums, score_from_sums
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Finding lossless source images and deriving their ground-truth 8-bit Y plane.
+"""Finding lossless source images (and the photos shipped in the package) and deriving
+their ground-truth 8-bit Y plane.
 
 Y convention: colour images (RGB, or RGBA with alpha dropped) give BT.601
 studio-range luma ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255``, rounded
@@ -6,13 +7,16 @@ once to uint8 (``rbqe_tf.color``); single-channel images are used as they are
 (full range, no conversion). 16-bit sources are brought to the 8-bit scale by
 dividing by 257 (65535 → 255) before that single rounding.
 """
+import os
 from pathlib import Path
 
 import numpy as np
 
 from rbqe_tf.color import rgb_to_y_uint8, rgb_to_ycbcr
+from rbqe_tf.image_io import read_image
 
 LOSSLESS_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm")
+SAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples")
 
 
 def list_sources(src):
@@ -22,6 +26,17 @@ def list_sources(src):
              if p.suffix.lower() in LOSSLESS_SUFFIXES and p.is_file()
              and not any(part.startswith(".") for part in p.relative_to(src).parts)]
     return sorted(found, key=lambda p: p.relative_to(src).as_posix())
+
+
+def reference_images(folder=SAMPLES_DIR):
+    """name → 8-bit Y plane of each PNG in ``folder`` (default: the CC0 photos shipped in
+    the package), sorted by name."""
+    planes = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".png"):
+            image = read_image(os.path.join(folder, name))
+            planes[name[:-4]] = image if image.ndim == 2 else rgb_to_y_uint8(image[..., :3])
+    return planes
 
 
 def stem_of(path, src):
