@@ -170,10 +170,12 @@ MAX_LIGHT_LOSS_DB = 0.05
 """The gain rule's safety bound: no light input (QF ≥ 70, uncompressed) worse than this."""
 
 
-def gain_outcomes(gains, margin, tolerance, exit_psnr, input_psnr, exit_gmacs, gate_gmacs):
-    """(exit, PSNR, GMACs) per image under the gain rule; exit 0 keeps the input and costs
-    only the predictor (``gate_gmacs`` [N])."""
-    k = choose_gain_exits(gains, margin, tolerance)
+def gain_outcomes(gains, margin, tolerance, exit_psnr, input_psnr, exit_gmacs, gate_gmacs,
+                  gate=None):
+    """(exit, PSNR, GMACs) per image under the gain rule (``gate`` [N]: the gate head's
+    best predicted gain, :func:`rbqe_tf.gain.choose_exits`); exit 0 keeps the input and
+    costs only the predictor (``gate_gmacs`` [N])."""
+    k = choose_gain_exits(gains, margin, tolerance, gate)
     rows, taken = np.arange(len(k)), np.maximum(k, 1) - 1
     psnr = np.where(k == 0, input_psnr, np.asarray(exit_psnr)[rows, taken])
     gmacs = np.asarray(gate_gmacs) + np.where(k == 0, 0.0, np.asarray(exit_gmacs)[rows, taken])
@@ -185,7 +187,7 @@ GAIN_TIE_DB = 0.002
 
 
 def calibrate_gain(gains, exit_psnr, input_psnr, exit_gmacs, gate_gmacs, light,
-                   max_light_loss_db=MAX_LIGHT_LOSS_DB, valid=None):
+                   max_light_loss_db=MAX_LIGHT_LOSS_DB, valid=None, gate=None):
     """The gain rule (margin, tolerance) for the ``valid`` images (bool [N], default all).
 
     Among the grid points leaving no valid ``light`` image (bool [N]) worse than
@@ -199,7 +201,7 @@ def calibrate_gain(gains, exit_psnr, input_psnr, exit_gmacs, gate_gmacs, light,
     for margin in GAIN_MARGINS:
         for tolerance in GAIN_TOLERANCES:
             k, psnr, gmacs = gain_outcomes(gains, margin, tolerance, exit_psnr, input_psnr,
-                                           exit_gmacs, gate_gmacs)
+                                           exit_gmacs, gate_gmacs, gate)
             worst = float((psnr - input_psnr)[light].min()) if np.any(light) else 0.0
             if worst >= -max_light_loss_db:
                 points.append({"margin": float(margin), "tolerance": float(tolerance),

@@ -14,6 +14,8 @@ its own outputs.
 """
 import importlib.util
 import os
+import sys
+import types
 
 from absl import app, flags
 
@@ -232,6 +234,18 @@ def _taken(result):
         return "exit 0 (left as it was)"
     return f"exit {result.exit} (scores {' '.join(f'{s:.3f}' for s in result.scores) or '-'})"
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module binds it as the package's ``enhance`` attribute, where the
+    API function :func:`rbqe_tf.enhancer.enhance` lives: calling the module calls the
+    function, so ``rbqe_tf.enhance(image)`` works whichever was imported first."""
+
+    def __call__(self, *args, **kwargs):
+        from rbqe_tf.enhancer import enhance
+        return enhance(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     app.run(main, flags_parser=parse_flags)

@@ -15,7 +15,7 @@ Colour images are enhanced on BT.601 Y with chroma and alpha kept; 8- and 16-bit
 samples are kept; an image left at exit 0 is returned as it came.
 
 Large images are processed in overlapping tiles (bounded memory, the rule of the
-TFLite runner's default ``decision="image"``, :func:`export.tiling.early_exit`): a
+TFLite runner's default ``decision="image"``, :func:`rbqe_tf.tiling.early_exit`): a
 side ≤ ``tile`` is one tile, mirror-padded (symmetric) only to a multiple of 32, so
 an image of at most ``tile``×``tile`` pixels runs in one piece exactly as an untiled
 network would. A longer side is cut into ``tile``-pixel tiles overlapping by
@@ -68,8 +68,17 @@ class Enhancer:
                  predictor=None, gain_rule=None):
         """``predictor``: a :class:`rbqe_tf.gain.GainPredictor`; ``gain_rule``:
         ``{"margin": dB, "tolerance": dB}`` (calibrated, :func:`resolve_gain_rule`);
-        ``decision``: "gain" or "score" (default: "gain" when a predictor is given)."""
+        ``decision``: "gain" or "score" (default: "gain" when a predictor is given).
+        A model read by :func:`rbqe_tf.model.load_model` brings what is calibrated beside
+        its file (threshold, predictor, rule) for whatever is not given here, so
+        ``Enhancer(load_model(path))`` decides as ``python -m rbqe_tf.enhance`` does."""
         self.codec = check_codec(codec)
+        source = getattr(model, "source_path", None)
+        if source is not None:
+            threshold = resolve_threshold(codec, source, threshold)[0]
+            if predictor is None and decision != "score":
+                predictor = load_predictor(source)
+            gain_rule = gain_rule or resolve_gain_rule(codec, source)[0]
         self.threshold = iqa.DEFAULT_THRESHOLDS[codec] if threshold is None else threshold
         self.decision = decision or ("gain" if predictor is not None else "score")
         if self.decision not in DECISIONS:
@@ -117,12 +126,8 @@ class Enhancer:
                      **tiling_options):
         """An Enhancer for a ``.keras`` file (default: the model shipped for ``codec``)
         with what is calibrated beside it: threshold, gain predictor and rule."""
-        weights = weights or default_weights(codec)
-        threshold, _ = resolve_threshold(codec, weights, threshold)
-        predictor = load_predictor(weights) if decision != "score" else None
-        return cls(load_model(weights), codec, threshold, decision=decision,
-                   predictor=predictor, gain_rule=resolve_gain_rule(codec, weights)[0],
-                   **tiling_options)
+        return cls(load_model(weights or default_weights(codec)), codec, threshold,
+                   decision=decision, **tiling_options)
 
     def __call__(self, image, exit=None, channel_order="rgb"):
         """Enhances an image array (gray, RGB or RGBA; uint8, uint16 or float in [0, 1]).

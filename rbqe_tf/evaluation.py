@@ -54,6 +54,7 @@ class Record:
     predicted_gain: np.ndarray = None  # [E] dB, with a gain predictor
     gate_gmacs: float = 0.0  # the predictor's cost
     gt_jpeg_derived: bool = False  # the ground truth itself was JPEG-coded (gain.jpeg_derived)
+    predicted_gate: float = None  # the gate head's best predicted gain (dB), with a predictor
 
 
 def full_reference(gt, image, block_size):
@@ -117,11 +118,12 @@ class Evaluator:
         input_score = float(iqa.quality_score(decoded[None, :, :, None] / 255.0, self.codec)[0])
         predicted = None if self.predictor is None else self.predictor(decoded)
         if self.predictor is not None and predicted is None:  # no whole 8×8 block: exit 0
-            predicted = np.full(len(outputs), -np.inf)
+            predicted = np.full(len(outputs), -np.inf), -np.inf
+        predicted, gate = (None, None) if predicted is None else predicted
         return Record(name, level, *inputs, input_score, exits[:, 0], exits[:, 1],
                       exits[:, 2], np.array(scores), np.array(stage_ms),
                       np.array(score_ms[:-1]), self._stage_gmacs[size], predicted,
-                      gain.gate_gmacs(*decoded.shape), gt_jpeg_derived)
+                      gain.gate_gmacs(*decoded.shape), gt_jpeg_derived, gate)
 
 
 def measure(model, sources, codec, progress=True, predictor=None):
@@ -225,7 +227,7 @@ def gain_figures(records, rule, codec="jpeg"):
     predicted = np.array([r.predicted_gain for r in records], np.float64)
     gate = np.array([r.gate_gmacs for r in records])
     k, psnr, gmacs = gain_outcomes(predicted, rule["margin"], rule["tolerance"], a.exit_psnr,
-                                   a.input_psnr, a.exit_gmacs, gate)
+                                   a.input_psnr, a.exit_gmacs, gate, gate_gains(records))
     with_input = np.concatenate([a.input_psnr[:, None], a.exit_psnr], 1)
     oracle = np.argmax(with_input >= with_input.max(1, keepdims=True), 1)
     rows = np.arange(len(k))
@@ -281,7 +283,15 @@ def calibrate_gain_rule(records, codec):
                           a.exit_psnr, a.input_psnr, a.exit_gmacs,
                           np.array([r.gate_gmacs for r in records]),
                           np.array([is_light(r.level, codec) for r in records]),
-                          valid=np.array([is_measurable(r, codec) for r in records]))
+                          valid=np.array([is_measurable(r, codec) for r in records]),
+                          gate=gate_gains(records))
+
+
+def gate_gains(records):
+    """The gate head's best predicted gain per record (the gain head's best where a record
+    has none: one-head predictors)."""
+    return np.array([np.max(r.predicted_gain) if r.predicted_gate is None else r.predicted_gate
+                     for r in records], np.float64)
 
 
 def spearman(a, b):

@@ -155,32 +155,69 @@ def jpeg_derived(y):
         > JPEG_DERIVED_LATTICE
 
 
+HEADS = {"gain": "", "gate": "gate_"}
+"""The predictor's two heads and their weight-name prefixes in the ``.gain.npz`` file."""
+GAIN_AGREEMENT_DB = 0.2
+"""The gate opens only where the gain head, too, predicts at least this much: on inputs
+unlike any training crop (a smooth gradient, a flat colour) the strongly regularised
+gate drifts towards its mean (+0.6 dB) while the gain head sees nothing to gain."""
+FLAT_ENERGY = 1e-3
+"""Below this mean log-energy at every AC frequency an image has no texture, hence no
+artefacts: exit 0 whatever the heads say (a flat colour is otherwise enhanced into a
+few grey levels of border noise)."""
+
+
 class GainPredictor:
-    """Predicted ΔPSNR (dB) of each exit over the input, from :func:`features`."""
+    """Predicted ΔPSNR (dB) of each exit over the input, from :func:`features`, by two
+    heads on the same standardised features: ``gain`` ranks the exits (which one to
+    take), ``gate`` answers exit 0's question (does any exit gain enough?). The gate is
+    fitted to labels floored at a small loss and with a strong weight penalty
+    (:mod:`rbqe_tf.gain_fit`): it is calmer on light inputs, where a ranking head's
+    over-predictions cost a safe image, while it would rank heavy inputs' exits too
+    close together. A file with one head uses it for both."""
 
     def __init__(self, weights):
         self.mean, self.scale = weights["mean"], weights["scale"]
-        self.layers = [(weights[f"w{i}"], weights[f"b{i}"]) for i in range(2)]
+        self.heads = {}
+        for head, prefix in HEADS.items():
+            if head == "gain" or f"{prefix}w0" in weights:
+                self.heads[head] = [(weights[f"{prefix}w{i}"], weights[f"{prefix}b{i}"])
+                                    for i in range(2)]
+        self.heads.setdefault("gate", self.heads["gain"])
 
     @property
     def num_exits(self):
-        return self.layers[-1][1].shape[0]
+        return self.heads["gain"][-1][1].shape[0]
 
-    def predict_features(self, f):
-        """[N, NUM_FEATURES] → [N, exits] predicted gains."""
+    def predict_features(self, f, head="gain"):
+        """[N, NUM_FEATURES] → [N, exits] gains predicted by ``head``."""
         x = (np.asarray(f, np.float64) - self.mean) / self.scale
-        (w0, b0), (w1, b1) = self.layers
+        (w0, b0), (w1, b1) = self.heads[head]
         return np.maximum(x @ w0 + b0, 0.0) @ w1 + b1
 
     def __call__(self, y, colour=False):
-        """Predicted gains [exits] for Y plane ``y`` (see :func:`features`); None without
-        a whole 8×8 block."""
+        """(predicted gains [exits], the gate's best predicted gain) for Y plane ``y``
+        (see :func:`features`); None without a whole 8×8 block. The gate is −inf for a
+        textureless image and at most the gain head's best where that is below
+        :data:`GAIN_AGREEMENT_DB`."""
         f = features(y, colour)
-        return None if f is None else self.predict_features(f[None])[0]
+        return None if f is None else self.predict(f)
+
+    def predict(self, f):
+        """(gains [exits], gate) for one image's features ``f`` [NUM_FEATURES] (see
+        :meth:`__call__`)."""
+        gains = self.predict_features(f[None])[0]
+        gate = float(self.predict_features(f[None], "gate").max())
+        if f[1:BLOCK * BLOCK].max() < FLAT_ENERGY:
+            gate = -np.inf
+        elif gains.max() < GAIN_AGREEMENT_DB:
+            gate = min(gate, float(gains.max()))
+        return gains, gate
 
     def save(self, path):
-        np.savez(path, mean=self.mean, scale=self.scale,
-                 **{f"{k}{i}": v for i, layer in enumerate(self.layers) for k, v in zip("wb", layer)})
+        np.savez(path, mean=self.mean, scale=self.scale, **{
+            f"{HEADS[head]}{k}{i}": v for head, layers in self.heads.items()
+            for i, layer in enumerate(layers) for k, v in zip("wb", layer)})
 
 
 def predictor_path(weights_path):
@@ -211,13 +248,15 @@ def read_predictor(path):
     return predictor
 
 
-def choose_exits(gains, margin, tolerance):
-    """Exit per row of predicted gains [N, E]: 0 if no gain ≥ ``margin`` dB, else the
-    first exit within ``tolerance`` dB of the row's best."""
+def choose_exits(gains, margin, tolerance, gate=None):
+    """Exit per row of predicted gains [N, E]: 0 if the gate's best gain (``gate`` [N];
+    default the row's own best) is below ``margin`` dB, else the first exit within
+    ``tolerance`` dB of the row's best."""
     gains = np.asarray(gains, np.float64)
     best = gains.max(1, keepdims=True)
+    gate = best[:, 0] if gate is None else np.asarray(gate, np.float64)
     first = np.argmax(gains >= best - tolerance, 1) + 1
-    return np.where(best[:, 0] >= margin, first, 0)
+    return np.where(gate >= margin, first, 0)
 
 
 def decide(predictor, rule, image):
@@ -228,5 +267,6 @@ def decide(predictor, rule, image):
     predicted = predictor(color.luma(image), colour=colour)
     if predicted is None:
         return 0, []
-    k = choose_exits(predicted[None], rule["margin"], rule["tolerance"])[0]
-    return int(k), [float(g) for g in predicted]
+    gains, gate = predicted
+    k = choose_exits(gains[None], rule["margin"], rule["tolerance"], [gate])[0]
+    return int(k), [float(g) for g in gains]

@@ -35,6 +35,10 @@ QF_RANGE = (10, 100)
 RESAVE_QF = (50, 100)
 KINDS = {"jpeg": 0.75, "resaved": 0.15, "uncompressed": 0.10}
 GRAPHICS_MIN_QF = 70
+GATE_FLOOR_DB, GATE_L2 = -0.5, 1e-2
+"""The gate head's labels are floored here (how much worse a light input would get does
+not matter, only whether a gain reaches the margin) and its weight penalty is strong:
+the fit is then nearly seed-independent (docs/decision.md)."""
 
 
 def jpeg(image, quality):
@@ -147,12 +151,23 @@ def make_labels(model, data_dirs, count, variants, seed, progress=True, syntheti
     return np.array(feats), np.concatenate(labels) if labels else None, np.array(meta)
 
 
+def fit_predictor(x, y, seed):
+    """The :class:`rbqe_tf.gain.GainPredictor` for features ``x`` [N, F] and gains
+    ``y`` [N, E]: its gain head on the labels, its gate head on labels floored at
+    :data:`GATE_FLOOR_DB` with weight penalty :data:`GATE_L2`."""
+    from rbqe_tf.gain import HEADS, GainPredictor
+    weights = fit_head(x, y, seed)
+    gate = fit_head(x, np.maximum(y, GATE_FLOOR_DB), seed, l2=GATE_L2)
+    weights.update({HEADS["gate"] + k: v for k, v in gate.items() if k[0] in "wb"})
+    return GainPredictor(weights)
+
+
 def fit_head(x, y, seed, steps=4000, lr=3e-3, l2=1e-4):
-    """A :class:`rbqe_tf.gain.GainPredictor` fitted to features ``x`` [N, F] and gains
-    ``y`` [N, E]: full-batch Adam on MSE + ``l2``·‖W‖² (NumPy; a few minutes on this CPU).
-    (A pinball loss at the 0.3 quantile, tried to err towards exit 0, left more heavy
-    images alone on Set14 and Classic5 than it saved light ones: model card.)"""
-    from rbqe_tf.gain import GainPredictor
+    """One head's weights (w0, b0, w1, b1, and the feature mean/scale) fitted to features
+    ``x`` [N, F] and gains ``y`` [N, E]: full-batch Adam on MSE + ``l2``·‖W‖² (NumPy; a
+    few minutes on this CPU). (A pinball loss at the 0.3 quantile, tried to err towards
+    exit 0, left more heavy images alone on Set14 and Classic5 than it saved light ones:
+    model card.)"""
     rng = np.random.default_rng(seed)
     mean, scale = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / scale
@@ -171,7 +186,7 @@ def fit_head(x, y, seed, steps=4000, lr=3e-3, l2=1e-4):
             v[i] = 0.999 * v[i] + 0.001 * g * g
             params[i] = params[i] - lr * (m[i] / (1 - 0.9 ** t)) / (
                 np.sqrt(v[i] / (1 - 0.999 ** t)) + 1e-8)
-    return GainPredictor(dict(zip(["w0", "b0", "w1", "b1"], params), mean=mean, scale=scale))
+    return dict(zip(["w0", "b0", "w1", "b1"], params), mean=mean, scale=scale)
 
 
 def error_report(predictor, x, y, meta):
@@ -237,10 +252,10 @@ def main(argv):
     except (WeightsError, ValueError, OSError) as e:
         return fail(str(e).splitlines()[0])
     held = meta[:, 0] % 10 == 0
-    check = fit_head(x[~held], y[~held], f.seed)
+    check = fit_predictor(x[~held], y[~held], f.seed)
     report = {"weights": f.weights, "inputs": len(x), "exits": int(y.shape[1]),
               "held_out": error_report(check, x[held], y[held], meta[held])}
-    predictor = fit_head(x, y, f.seed)
+    predictor = fit_predictor(x, y, f.seed)
     out = f.out or str(predictor_path(f.weights))
     predictor.save(out)
     report["seconds"] = round(time.time() - started, 1)

@@ -327,4 +327,5 @@ def load_model(path, expect=None):
     saved = getattr(model, "saved_weights_digest", None)
     if saved is not None and saved != weights_digest(model):
         raise WeightsError(f"{path}: {_MISMATCH}")
+    model.source_path = path  # what is calibrated beside the file travels with the model
     return model

@@ -66,13 +66,36 @@ def test_rule_by_hand():
                       [0.05, 0.08, 0.09, 0.02, 0.01]])  # best 0.09 < margin 0.1: exit 0
     np.testing.assert_array_equal(gain.choose_exits(gains, 0.1, 0.05), [0, 3, 0])
     np.testing.assert_array_equal(gain.choose_exits(gains, 0.0, 0.2), [0, 2, 1])
+    # the gate head decides exit 0 alone; the gain head still picks the exit
+    np.testing.assert_array_equal(gain.choose_exits(gains, 0.1, 0.05, gate=[0.3, 0.05, 0.2]),
+                                  [3, 0, 1])
+
+
+def test_two_heads_round_trip_and_one_head_files_use_it_for_both(tmp_path):
+    one = _predictor([0.2, 0.1, 0.0, 0.0, 0.0])
+    y = np.random.default_rng(1).random((16, 16))  # textured: flat images are gated shut
+    np.testing.assert_allclose(one(y)[0], [0.2, 0.1, 0.0, 0.0, 0.0])
+    assert one(y)[1] == 0.2
+    two = gain.GainPredictor({**_weights([0.2, 0.1, 0, 0, 0]),
+                              **{"gate_" + k: v for k, v in _weights([0, 0, -1, 0, 0.05]).items()
+                                 if k[0] in "wb"}})
+    two.save(tmp_path / "p.npz")
+    back = gain.read_predictor(tmp_path / "p.npz")
+    np.testing.assert_allclose(back(y)[0], [0.2, 0.1, 0.0, 0.0, 0.0])
+    assert back(y)[1] == 0.05
+    assert gain.decide(back, {"margin": 0.1, "tolerance": 0.0}, y) == (0, [0.2, 0.1, 0.0, 0.0, 0.0])
+
+
+def _weights(bias, features=gain.NUM_FEATURES):
+    """One head whose output is ``bias`` whatever the image (zero weights)."""
+    return {"mean": np.zeros(features), "scale": np.ones(features),
+            "w0": np.zeros((features, 4)), "b0": np.zeros(4),
+            "w1": np.zeros((4, len(bias))), "b1": np.array(bias, float)}
 
 
 def _predictor(bias, features=gain.NUM_FEATURES):
-    """A predictor whose output is ``bias`` whatever the image (zero weights)."""
-    return gain.GainPredictor({"mean": np.zeros(features), "scale": np.ones(features),
-                               "w0": np.zeros((features, 4)), "b0": np.zeros(4),
-                               "w1": np.zeros((4, len(bias))), "b1": np.array(bias, float)})
+    """A one-head predictor whose output is ``bias`` whatever the image."""
+    return gain.GainPredictor(_weights(bias, features))
 
 
 def test_predictor_round_trip_and_bad_files(tmp_path):
@@ -81,7 +104,7 @@ def test_predictor_round_trip_and_bad_files(tmp_path):
     p = _predictor([0.1, 0.2, 0.3, 0.4, 0.5])
     p.save(gain.predictor_path(weights))
     loaded = gain.load_predictor(weights)
-    np.testing.assert_allclose(loaded(np.zeros((16, 16), np.uint8)), [0.1, 0.2, 0.3, 0.4, 0.5])
+    np.testing.assert_allclose(loaded(np.zeros((16, 16), np.uint8))[0], [0.1, 0.2, 0.3, 0.4, 0.5])
     _predictor([0.0] * 5, features=3).save(gain.predictor_path(weights))
     with pytest.raises(ValueError, match="m.gain.npz: not a gain predictor"):
         gain.load_predictor(weights)
@@ -196,7 +219,7 @@ def test_fit_head_learns_a_known_mapping():
     x = rng.random((200, gain.NUM_FEATURES))
     y = np.stack([x[:, 0] - x[:, 1], 2 * x[:, 2], np.maximum(x[:, 3] - 0.5, 0),
                   -x[:, 4], x[:, 5] + x[:, 6]], 1)
-    predictor = fit_head(x, y, seed=0, steps=1500)
+    predictor = gain.GainPredictor(fit_head(x, y, seed=0, steps=1500))
     assert np.abs(predictor.predict_features(x) - y).mean() < 0.05
     assert np.abs(y - y.mean(0)).mean() > 0.2  # what predicting the mean would miss
 
@@ -236,3 +259,27 @@ def test_label_cache_reuses_relabels_and_refeatures(tmp_path):
 
     with pytest.raises(ValueError, match="made with other"):
         cached_labels(path, other_draws, "net", refeature=True)
+
+
+def _two_heads(gain_bias, gate_bias):
+    return gain.GainPredictor({**_weights(gain_bias), **{
+        "gate_" + k: v for k, v in _weights(gate_bias).items() if k[0] in "wb"}})
+
+
+def test_textureless_images_take_exit_0_whatever_the_heads_say():
+    eager = _two_heads([1.0] * 5, [1.0] * 5)
+    rule = {"margin": 0.4, "tolerance": 0.0}
+    for flat in (np.full((64, 64), 16, np.uint8), np.full((64, 64, 3), 200, np.uint8)):
+        assert gain.decide(eager, rule, flat)[0] == 0
+    textured = np.random.default_rng(0).integers(0, 256, (64, 64), np.uint8)
+    assert gain.decide(eager, rule, textured)[0] == 1
+
+
+def test_the_gate_opens_only_where_the_gain_head_agrees():
+    textured = np.random.default_rng(0).integers(0, 256, (64, 64)).astype(np.uint8)
+    rule = {"margin": 0.4, "tolerance": 0.0}
+    # the gate alone would open (1.0 ≥ 0.4); the gain head's best 0.15 < GAIN_AGREEMENT_DB
+    assert gain.decide(_two_heads([0.1, 0.15, 0, 0, 0], [1.0] * 5), rule, textured)[0] == 0
+    assert gain.decide(_two_heads([0.1, 0.25, 0, 0, 0], [1.0] * 5), rule, textured)[0] == 2
+    # and the gain head alone does not open it either
+    assert gain.decide(_two_heads([0.1, 0.9, 0, 0, 0], [0.3] * 5), rule, textured)[0] == 0

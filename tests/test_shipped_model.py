@@ -76,3 +76,22 @@ def test_light_inputs_are_left_alone(shipped, name):
 def test_heavy_input_still_gains_through_the_decision(shipped):
     gain, exit = _gain_through_the_decision(shipped, reference_images()["coins"], 10)
     assert exit >= 1 and gain >= 1.0, f"exit {exit} {gain:+.3f} dB"
+
+
+def test_a_loaded_model_brings_its_calibration_to_the_enhancer():
+    """``Enhancer(load_model(path))`` decides as the CLI does: the calibrated threshold,
+    the gain predictor and its calibrated rule travel with the model."""
+    from rbqe_tf.calibration import resolve_gain_rule
+    weights = default_weights("jpeg")
+    plain = Enhancer(load_model(weights))
+    assert plain.decision == "gain" and plain.predictor is not None
+    assert plain.threshold == load_thresholds(weights)["jpeg"]
+    assert plain.gain_rule == resolve_gain_rule("jpeg", weights)[0]
+    assert Enhancer(load_model(weights), threshold=0.9, decision="score").threshold == 0.9
+
+
+def test_importing_the_cli_module_keeps_rbqe_tf_enhance_callable():
+    import rbqe_tf
+    import rbqe_tf.enhance  # noqa: F401  (binds the module as the package's attribute)
+    image = np.full((24, 24), 77, np.uint8)
+    assert np.array_equal(rbqe_tf.enhance(image, exit=0).image, image)
