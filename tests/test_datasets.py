@@ -1,6 +1,5 @@
 """datasets: JPEG/HEVC builds, manifest contract, resumability and CLI failure modes."""
 import fcntl
-import json
 import os
 import subprocess
 import sys

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzzing import edit_one_field
+
 from export import manifest as manifest_module
 from export import run
 from export.manifest import ManifestError, checked_entry, read_manifest, sha256_file, write_manifest
@@ -254,23 +256,6 @@ def test_the_cli_prints_one_error_line(export, tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {expected}\n"
 
 
-def _leaves(value, path=()):
-    """Every JSON path in ``value`` (dict keys and list indices), containers included."""
-    yield path
-    items = value.items() if isinstance(value, dict) else \
-        enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        yield from _leaves(item, path + (key,))
-
-
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=3),
-    max_leaves=6)
-
-
 @settings(deadline=2000, derandomize=True, max_examples=300,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
@@ -278,15 +263,7 @@ def test_fuzzed_manifest_reads_or_fails_in_one_line(export, data):
     """Any one field replaced by any JSON value (NaN and ±inf included) or removed: the
     manifest reads, or one ManifestError line names it; never another exception."""
     folder, valid = export
-    manifest = json.loads(json.dumps(valid))
-    path = data.draw(st.sampled_from(sorted(p for p in _leaves(manifest) if p)), "path")
-    parent = manifest
-    for key in path[:-1]:
-        parent = parent[key]
-    if data.draw(st.booleans(), "remove") and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = data.draw(JSON_VALUES, "value")
+    manifest = edit_one_field(json.loads(json.dumps(valid)), data.draw)
     with open(os.path.join(folder, "manifest.json"), "w") as f:
         json.dump({"format": manifest_module.FORMAT,
                    "format_version": manifest_module.FORMAT_VERSION, **manifest}, f)

@@ -1,6 +1,4 @@
 """Network topology, parameter counts, MAC counts and staged execution."""
-import itertools
-
 import numpy as np
 import pytest
 

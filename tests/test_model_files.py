@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import tensorflow as tf
 
+from fuzzing import edit_one_field
 from rbqe_tf import model_file
 from rbqe_tf.config import RBQEConfig, get_config
 from rbqe_tf.model import WeightsError, build_model, load_model
@@ -330,23 +331,6 @@ def test_clis_say_one_error_line_for_a_hostile_model(saved, tmp_path):
             f'error: {bad}: model setting format = "x" (expected an integer in 0..1)'], proc.stderr
 
 
-def _json_paths(value, path=()):
-    """Every JSON path in ``value`` (dict keys and list indices), containers included."""
-    yield path
-    items = value.items() if isinstance(value, dict) else \
-        enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        yield from _json_paths(item, path + (key,))
-
-
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=3),
-    max_leaves=6)
-
-
 @settings(deadline=3000, derandomize=True, max_examples=150,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
@@ -354,15 +338,7 @@ def test_fuzzed_config_is_vetted_or_refused_in_one_line(saved, tmp_path, data):
     """Any one entry of config.json replaced by any JSON value or removed: the file's
     checks pass with a config inside the admitted ranges, or refuse it in one line."""
     with zipfile.ZipFile(saved / "tiny.keras") as z:
-        config = json.loads(z.read("config.json"))
-    path = data.draw(st.sampled_from(sorted((p for p in _json_paths(config) if p), key=str)))
-    parent = config
-    for key in path[:-1]:
-        parent = parent[key]
-    if data.draw(st.booleans()) and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = data.draw(JSON_VALUES)
+        config = edit_one_field(json.loads(z.read("config.json")), data.draw)
     target = _rewrite(saved / "tiny.keras", tmp_path / "fuzzed.keras",
                       lambda n, b: json.dumps(config).encode() if n == "config.json" else b)
     try:
