@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LOCAL = {"rbqe_tf", "export", "datasets", "benchmarks", "tools", "tests", "conftest", "setup"}
+LOCAL = {"rbqe_tf", "export", "datasets", "benchmarks", "tools", "tests", "conftest", "setup",
+         "fuzzing"}
 DISTRIBUTIONS = {  # import name → distribution name, where they differ
     "absl": "absl-py", "ai_edge_litert": "ai-edge-litert", "cv2": "opencv-python-headless",
     "tensorflow_model_optimization": "tensorflow-model-optimization", "tf_keras": "tf-keras",
