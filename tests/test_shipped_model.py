@@ -91,7 +91,10 @@ def test_a_loaded_model_brings_its_calibration_to_the_enhancer():
 
 
 def test_importing_the_cli_module_keeps_rbqe_tf_enhance_callable():
-    import rbqe_tf
-    import rbqe_tf.enhance  # noqa: F401  (binds the module as the package's attribute)
-    image = np.full((24, 24), 77, np.uint8)
-    assert np.array_equal(rbqe_tf.enhance(image, exit=0).image, image)
+    """In its own process: the CLI module defines absl flags, which are process-global."""
+    import subprocess
+    import sys
+    code = ("import numpy as np, rbqe_tf, rbqe_tf.enhance\n"
+            "image = np.full((24, 24), 77, np.uint8)\n"
+            "assert np.array_equal(rbqe_tf.enhance(image, exit=0).image, image)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
