@@ -30,5 +30,8 @@ setup(
         # (tests/test_setup.py checks this list against the imports).
         "test": ["pytest>=8", "hypothesis>=6.100", "matplotlib>=3.8", "import-linter>=2.12"],
         "plots": ["matplotlib>=3.8"],
+        # python -m rbqe_tf.pipeline (resolves beside tensorflow 2.21 with protobuf 6 and
+        # Pillow 12: Beam 2.77 caps both below the versions tensorflow alone would pick).
+        "pipeline": ["apache-beam>=2.60"],
     },
 )

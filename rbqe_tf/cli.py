@@ -53,19 +53,20 @@ def import_tensorflow_quietly():
         tf.zeros(())  # device initialisation logs too
 
 
-def parse_flags(argv):
+def parse_flags(argv, known_only=False):
     """absl flag parsing with flag errors as one ``error:`` line and exit status 2.
 
     ``-h``, ``-?``, ``--help``, ``--helpshort`` print the command's docstring and its
     flags on stdout and exit with status 0 (absl's own help exits 1); ``--helpfull``
-    adds the flags of every imported module.
+    adds the flags of every imported module. ``known_only``: flags absl does not know
+    are returned with the arguments (``rbqe_tf.pipeline`` hands them to Beam).
     """
     from absl import app, flags
     args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
     if any(a.split("=")[0] in HELP_ARGS for a in args):
         app.usage(shorthelp="--helpfull" not in args, writeto_stdout=True, exitcode=0)
     try:
-        return flags.FLAGS(argv)
+        return flags.FLAGS(argv, known_only=known_only)
     except flags.Error as e:
         sys.exit(fail(str(e).splitlines()[0]))
 

@@ -79,9 +79,17 @@ def read_image(path):
 
 def read_image_with_metadata(path):
     """As :func:`read_image` → (image, :class:`Metadata`)."""
-    cv2 = opencv()
     path = os.fspath(path)
-    data = _read_bytes(path)
+    return decode_image(_read_bytes(path), path)
+
+
+def decode_image(data, path):
+    """The bytes of an image file (a uint8 array or bytes) → (image, :class:`Metadata`) as
+    :func:`read_image_with_metadata` gives them; ``path`` names the file in errors. For
+    files read by other means (``python -m rbqe_tf.pipeline`` reads through Beam's file
+    systems), after :func:`check_file_size`."""
+    cv2 = opencv()
+    data = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
     if is_heif(data):
         return _read_heif(path, data)
     width, height = _header_size(path, data)
@@ -121,13 +129,7 @@ def _read_bytes(path):
         raise ImageError(f"{path}: is a directory, not an image")
     if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
         raise ImageError(f"{path}: not a regular file")
-    if info.st_size == 0:
-        raise ImageError(f"{path}: empty file")
-    limit = int(pixel_budget() * 1e6 * _BYTES_PER_PIXEL) + (1 << 20)
-    if info.st_size > limit:
-        raise ImageError(f"{path}: {info.st_size / 2 ** 20:.0f} MB is more than an image "
-                         f"within the pixel budget of {pixel_budget():g} MP can take "
-                         "(--max_megapixels to change)")
+    check_file_size(path, info.st_size)
     try:
         return np.fromfile(path, np.uint8)
     except OSError as e:
@@ -135,6 +137,18 @@ def _read_bytes(path):
 
 
 UNREADABLE = "not a readable image (corrupt, truncated or unknown format)"
+
+
+def check_file_size(path, size):
+    """Refuses an empty file, or one larger than an image within the pixel budget can be
+    (8 bytes per pixel, plus 1 MiB of metadata), before it is read."""
+    if size == 0:
+        raise ImageError(f"{path}: empty file")
+    limit = int(pixel_budget() * 1e6 * _BYTES_PER_PIXEL) + (1 << 20)
+    if size > limit:
+        raise ImageError(f"{path}: {size / 2 ** 20:.0f} MB is more than an image "
+                         f"within the pixel budget of {pixel_budget():g} MP can take "
+                         "(--max_megapixels to change)")
 
 
 def _header_size(path, data):

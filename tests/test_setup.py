@@ -18,7 +18,8 @@ LOCAL = {"rbqe_tf", "export", "datasets", "benchmarks", "tools", "tests", "conft
 DISTRIBUTIONS = {  # import name → distribution name, where they differ
     "absl": "absl-py", "ai_edge_litert": "ai-edge-litert", "cv2": "opencv-python-headless",
     "tensorflow_model_optimization": "tensorflow-model-optimization", "tf_keras": "tf-keras",
-    "PIL": "pillow", "pillow_heif": "pillow-heif", "importlinter": "import-linter"}
+    "PIL": "pillow", "pillow_heif": "pillow-heif", "apache_beam": "apache-beam",
+    "importlinter": "import-linter"}
 
 
 def _fake_bin(tmp_path, ffmpeg_has_x265, uid):
@@ -65,12 +66,15 @@ def test_setup_installs_only_what_is_missing(tmp_path, has_x265, uid, expected):
 
 
 def _setup_requirements():
-    """install_requires + extras_require["test"] of setup.py, as distribution names."""
+    """install_requires + extras_require["test"] + ["pipeline"] of setup.py, as distribution
+    names (the pipeline extra is optional: only rbqe_tf.pipeline_steps imports Apache Beam,
+    and tests/test_pipeline.py skips without it)."""
     call = next(n for n in ast.walk(ast.parse((REPO / "setup.py").read_text()))
                 if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "setup")
     keywords = {k.arg: ast.literal_eval(k.value) for k in call.keywords
                 if k.arg in ("install_requires", "extras_require")}
-    specs = keywords["install_requires"] + keywords["extras_require"]["test"]
+    extras = keywords["extras_require"]
+    specs = keywords["install_requires"] + extras["test"] + extras["pipeline"]
     return {re.split(r"[<>=!~;\[ ]", s, maxsplit=1)[0].lower() for s in specs}
 
 
