@@ -98,6 +98,26 @@ def exit_on_sigterm():
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+MAX_EXIT = 5
+"""The shipped variants' exits (``--exit`` is checked against it before a model loads; a
+model with fewer exits is checked once loaded)."""
+
+
+def enhancement_flag_problem(flags):
+    """The first problem with the flags ``python -m rbqe_tf.enhance`` and
+    ``python -m rbqe_tf.pipeline`` share (``--threshold``, ``--exit``, ``--quality``,
+    ``--max_megapixels``, ``--crf`` with ``--video_codec``, ``--weights``), or None."""
+    return (check_range("--threshold", flags.threshold, 0.0, 1.0)
+            or check_range("--exit", flags.exit, 0, MAX_EXIT)
+            or check_range("--quality", flags.quality, 1, 100)
+            or check_range("--max_megapixels", flags.max_megapixels, 0.01, what="> 0")
+            or check_range("--crf", flags.crf, 0, 51)
+            or (flags["crf"].present and flags.video_codec == "ffv1"
+                and "--crf applies to --video_codec libx264 or libx265")
+            or (flags.weights and not os.path.isfile(flags.weights)
+                and f"{flags.weights}: no such file"))
+
+
 def check_range(name, value, low=None, high=None, multiple=None, what=None):
     """``None`` if ``value`` is in [low, high] (and a multiple of ``multiple``), else the
     one-line message for :func:`fail` (``name``: the flag, e.g. ``--tile``; ``what``:

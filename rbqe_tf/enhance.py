@@ -20,13 +20,13 @@ import types
 from absl import app, flags
 
 from rbqe_tf.batch import FORMAT_HELP, FORMATS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from rbqe_tf.cli import check_range, exit_on_sigterm, fail, import_tensorflow_quietly, parse_flags
+from rbqe_tf.cli import (check_range, enhancement_flag_problem, exit_on_sigterm, fail,
+                         import_tensorflow_quietly, parse_flags)
 from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 
 # rbqe_tf.enhancer's defaults, repeated here so that --help needs no TensorFlow
 # (tests/test_cli_enhance.py checks that they agree).
 DEFAULT_TILE, DEFAULT_OVERLAP, DEFAULT_CACHE_MB = 512, 32, 512
-MAX_EXIT = 5  # the shipped variants' exits; a model with fewer is checked once loaded
 # rbqe_tf.video's choices, repeated so that --help needs no PyAV.
 VIDEO_CODECS, DEFAULT_CRF = ("ffv1", "libx264", "libx265"), 18
 
@@ -86,21 +86,13 @@ def usage_problem(inputs):
     if not FLAGS.demo and not any(os.path.exists(i.path) for i in inputs.files):
         return f"{inputs.files[0].path}: no such file" if len(inputs.files) == 1 else \
             "none of the input files exists"
-    return (check_range("--threshold", FLAGS.threshold, 0.0, 1.0)
-            or check_range("--exit", FLAGS.exit, 0, MAX_EXIT)
-            or check_range("--quality", FLAGS.quality, 1, 100)
+    return (enhancement_flag_problem(FLAGS)
             # --tile, --overlap, --cache_mb: the Enhancer's own checks and words, made early
             or check_range("tile", FLAGS.tile, 32, multiple=32,
                            what="a positive multiple of 32")
             or check_range("overlap", FLAGS.overlap, 0, FLAGS.tile // 2 - 1, multiple=8,
                            what=f"a multiple of 8 in 0..{FLAGS.tile // 2 - 1}")
             or check_range("cache_mb", FLAGS.cache_mb, 0.0, what=">= 0")
-            or check_range("--max_megapixels", FLAGS.max_megapixels, 0.01, what="> 0")
-            or check_range("--crf", FLAGS.crf, 0, 51)
-            or (FLAGS["crf"].present and FLAGS.video_codec == "ffv1"
-                and "--crf applies to --video_codec libx264 or libx265")
-            or (FLAGS.weights and not os.path.isfile(FLAGS.weights)
-                and f"{FLAGS.weights}: no such file")
             or _output_problem())
 
 

@@ -24,11 +24,11 @@ import sys
 from absl import app, flags
 
 from rbqe_tf.batch import FORMAT_HELP, FORMATS
-from rbqe_tf.cli import check_range, exit_on_sigterm, fail, native_stderr_muted, parse_flags
+from rbqe_tf.cli import (check_range, enhancement_flag_problem, exit_on_sigterm, fail,
+                         native_stderr_muted, parse_flags)
 from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP
 from rbqe_tf.video import DEFAULT_CRF, VIDEO_CODECS
 
-MAX_EXIT = 5  # the shipped variants' exits; a model with fewer is checked once loaded
 ERROR_LINES = 10  # dead letters named on the terminal; the manifest holds them all
 
 FLAGS = flags.FLAGS
@@ -88,16 +88,8 @@ def usage_problem():
         return "--weights is the model file of --model keras"
     lists = [p[1:] for p in FLAGS.input if p.startswith("@")]
     from rbqe_tf.batch import output_folder_problem
-    return (check_range("--threshold", FLAGS.threshold, 0.0, 1.0)
-            or check_range("--exit", FLAGS.exit, 0, MAX_EXIT)
-            or check_range("--quality", FLAGS.quality, 1, 100)
-            or check_range("--max_megapixels", FLAGS.max_megapixels, 0.01, what="> 0")
+    return (enhancement_flag_problem(FLAGS)
             or check_range("--threads", FLAGS.threads, 1, what="at least 1")
-            or check_range("--crf", FLAGS.crf, 0, 51)
-            or (FLAGS["crf"].present and FLAGS.video_codec == "ffv1"
-                and "--crf applies to --video_codec libx264 or libx265")
-            or (FLAGS.weights and not os.path.isfile(FLAGS.weights)
-                and f"{FLAGS.weights}: no such file")
             or (FLAGS.models and not os.path.isdir(FLAGS.models)
                 and f"{FLAGS.models}: no such folder")
             or next((f"@{p}: no such file" for p in lists
