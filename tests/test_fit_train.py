@@ -1,17 +1,13 @@
-"""tools/fit_train.py (backend-neutral trainer) and tools/pack_train_data.py (its data pack)."""
+"""tools.fit_train (backend-neutral trainer) and tools.pack_train_data (its data pack)."""
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import fit_train  # noqa: E402
-import pack_train_data  # noqa: E402
-from rbqe_tf.levels import LIGHT_EXIT_WEIGHTS, exit_weights, severity  # noqa: E402
+from rbqe_tf.levels import LIGHT_EXIT_WEIGHTS, exit_weights, severity
+from tools import fit_train, pack_train_data
 
 
 def _gt_source(tmp_path):

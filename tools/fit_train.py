@@ -38,7 +38,7 @@ length: ``--steps`` or ``--time_budget`` seconds, whichever ends first (a time b
 a run fit a lease; the steps actually taken are in the log). Writes ``NAME.keras``
 (every ``--save_every`` seconds and at the end) and ``NAME.log.json``.
 
-    KERAS_BACKEND=jax python tools/fit_train.py --gt GT_DIR --codec jpeg \\
+    KERAS_BACKEND=jax python -m tools.fit_train --gt GT_DIR --codec jpeg \\
         --init rbqe_tf/weights/rbqe_jpeg.keras --out OUT --name jpeg --time_budget 500
 """
 import argparse
@@ -50,18 +50,16 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import keras
 import numpy as np
+from keras import ops
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
-
-from rbqe_tf.compression import compress_jpeg  # noqa: E402
-from rbqe_tf.image_io import ImageError, read_image  # noqa: E402
-from rbqe_tf.levels import (DEFAULT_LEVELS, LIGHT_EXIT_WEIGHTS, LIGHT_QF_MIN,  # noqa: E402
-                            LOW_QF_MAX, exit_weights, severity)
-from rbqe_tf.model import WeightsError, build_model, load_model  # noqa: E402
-from rbqe_tf.sources import to_y  # noqa: E402
+from rbqe_tf.compression import compress_jpeg
+from rbqe_tf.image_io import ImageError, read_image
+from rbqe_tf.levels import (DEFAULT_LEVELS, LIGHT_EXIT_WEIGHTS, LIGHT_QF_MIN, LOW_QF_MAX,
+                            exit_weights, severity)
+from rbqe_tf.model import WeightsError, build_model, load_model
+from rbqe_tf.sources import to_y
 
 FINAL_LR_RATIO = 0.01
 QF_MIN, QF_MAX = min(DEFAULT_LEVELS["jpeg"]), max(DEFAULT_LEVELS["jpeg"])
@@ -245,7 +243,8 @@ class Schedule(keras.callbacks.Callback):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                description=__doc__.splitlines()[0])
     p.add_argument("--gt", required=True, help="folder of ground-truth PNGs (Y or colour)")
     p.add_argument("--hevc", help="folder of pre-coded HEVC crops (index.json)")
     p.add_argument("--codec", choices=("jpeg", "hevc", "both"), default="jpeg")

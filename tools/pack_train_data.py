@@ -1,6 +1,6 @@
 """Packs training data for ``tools/fit_train.py`` on a machine without ffmpeg (a GPU lease).
 
-    python tools/pack_train_data.py --src ../shared/data/train --out .devdata \\
+    python -m tools.pack_train_data --src ../shared/data/train --out .devdata \\
         [--hevc_crops 330] [--crop 144] [--seed 6] [--workers 2]
 
 Writes ``OUT/gt/<stem with / → _>.png`` (the uint8 Y ground truth of every lossless
@@ -14,17 +14,15 @@ to travel (330 crops: 18 MB).
 import argparse
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rbqe_tf.compression import compress_hevc  # noqa: E402
-from rbqe_tf.image_io import read_image  # noqa: E402
-from rbqe_tf.levels import DEFAULT_LEVELS  # noqa: E402
-from rbqe_tf.sources import list_sources, stem_of, to_y  # noqa: E402
+from rbqe_tf.compression import compress_hevc
+from rbqe_tf.image_io import read_image
+from rbqe_tf.levels import DEFAULT_LEVELS
+from rbqe_tf.sources import list_sources, stem_of, to_y
 
 PNG = [cv2.IMWRITE_PNG_COMPRESSION, 9]
 
@@ -74,7 +72,8 @@ def pack_hevc(planes, out, count, size, seed, workers):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=f"python -m {__spec__.name}" if __spec__ else None,
+                                description=__doc__.splitlines()[0])
     p.add_argument("--src", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--hevc_crops", type=int, default=0)
