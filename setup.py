@@ -7,7 +7,10 @@ setup(
     description="RBQE (ECCV 2020) in TensorFlow/Keras: multi-exit blind enhancement "
     "of JPEG/HEVC-compressed images with early exit and TFLite export.",
     python_requires=">=3.10",
-    packages=find_packages(include=["rbqe_tf*", "datasets*", "export*"]),
+    # Not datasets/ (a repository command, like benchmarks/ and tools/): the top-level
+    # name belongs to Hugging Face's datasets, whose files an installed one would replace
+    # (tests/test_setup.py). Its engine is rbqe_tf.build_pairs.
+    packages=find_packages(include=["rbqe_tf*", "export*"]),
     package_data={"rbqe_tf": ["weights/*", "samples/*"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",

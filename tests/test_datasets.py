@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.build import LOCK_NAME, BuildError, build, parse_levels
 from rbqe_tf import compression
+from rbqe_tf.build_pairs import LOCK_NAME, BuildError, build, parse_levels
 from rbqe_tf.color import rgb_to_y_uint8
 from rbqe_tf.compression import CodecError, compress_hevc, compress_jpeg, encode_hevc
 from rbqe_tf.metrics import psnr

@@ -106,6 +106,19 @@ def test_package_and_test_extra_cover_every_import():
     assert not missing, f"imported but not in setup.py (install_requires or test): {missing}"
 
 
+def test_the_wheel_installs_no_top_level_name_of_a_common_library(monkeypatch):
+    """An installed ``datasets`` package would overwrite Hugging Face's (and an uninstall
+    remove it), so the repository's ``datasets/`` command stays out of the wheel; the
+    top-level names are exactly these two, so that a new one is a decision. (``export``
+    is also the name of a small PyPI library, ``export``: still open, issue 22.)"""
+    pytest.importorskip("setuptools")  # it provides distutils (Python 3.12 has none)
+    from distutils.core import run_setup
+    monkeypatch.chdir(REPO)  # find_packages() looks below the working folder
+    distribution = run_setup("setup.py", stop_after="init")
+    assert distribution.py_modules is None
+    assert {name.split(".")[0] for name in distribution.packages} == {"rbqe_tf", "export"}
+
+
 def test_pytest_options_show_the_slowest_tests():
     config = configparser.ConfigParser()
     config.read(REPO / "setup.cfg")
