@@ -137,6 +137,19 @@ def test_ci_runs_the_readme_quick_start_verbatim_in_a_fresh_venv():
     assert any(line.startswith("source") and "activate" in line for line in ci[venv:])
     positions = [ci.index(command) for command in commands]  # verbatim, whole lines
     assert venv < positions[0] < positions[1]
+    # set -e goes on after a failing `a` of `a && b`: the next line checks the status.
+    assert all(ci[i + 1] == "check" for i in positions)
+
+
+def test_ci_then_installs_the_pipeline_extra_and_runs_its_tests():
+    """After the quick start (whose suite skips the pipeline tests without Beam), CI installs
+    the pipeline extra and runs them; the import comes first, so that a Beam that fails to
+    import fails CI instead of skipping the tests."""
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    quick_start = ci.index("bash setup.sh && python -m pytest -q")
+    install = ci.index('python -m pip install -q --disable-pip-version-check -e ".[pipeline]"')
+    tests = ci.index('python -c "import apache_beam" && python -m pytest -q tests/test_pipeline.py')
+    assert quick_start < install < tests and ci[tests + 1] == "check"
 
 
 def test_generated_folders_are_git_ignored():
