@@ -1,4 +1,5 @@
-"""Cost of the blind quality score (rbqe_tf.iqa, DESIGN §3) next to the network it gates.
+"""Cost of the blind quality score (rbqe_tf.iqa; docs/method.md, "Quality score") next to the
+network it gates.
 
 Times, as the median over ``--runs`` round-robin calls after warm-up, each inside a
 ``tf.function`` with a fixed 1×512×512×1 float32 input: ``quality_score`` for both
@@ -7,7 +8,7 @@ weights), and prints the score's cost as a % of each. ``--json PATH`` also write
 numbers. Wall times depend on background load: the 1-minute load average and the
 process CPU time per call are reported too.
 
-    python benchmarks/iqa_cost.py --json iqa_cost.json
+    python -m benchmarks.iqa_cost --json iqa_cost.json
 """
 import argparse
 import json

@@ -2,11 +2,11 @@
 
 NumPy and the standard library only, so that :func:`load_thresholds` is cheap to import.
 
-Exit rule (DESIGN §3.8): after exits 1..E−1 stop at the first k with score ≥ τ, else
-exit E. A sweep evaluates every distinct decision the measured scores allow: τ = 0
-(everything exits at 1), the midpoints between consecutive distinct scores, and
-τ = 1.01 (> any score: everything exits at E). Per τ it gives the mean PSNR, ΔPSNR and
-GMACs over all images × levels.
+Exit rule (the score rule of docs/method.md, "Decision"): after exits 1..E−1 stop at the
+first k with score ≥ τ, else exit E. A sweep evaluates every distinct decision the
+measured scores allow: τ = 0 (everything exits at 1), the midpoints between consecutive
+distinct scores, and τ = 1.01 (> any score: everything exits at E). Per τ it gives the
+mean PSNR, ΔPSNR and GMACs over all images × levels.
 
 Rules:
 

@@ -4,7 +4,7 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class RBQEConfig:
-    """Hyper-parameters of the multi-exit nested U-Net (DESIGN §1).
+    """Hyper-parameters of the multi-exit nested U-Net (docs/method.md, "Network").
 
     ``num_levels`` resolution levels give ``num_levels - 1`` exits. With
     ``eca_last_step=False`` the last step skips ECA on its lower inputs and its

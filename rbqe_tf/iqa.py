@@ -1,4 +1,5 @@
-"""The blind Tchebichef quality score Q of DESIGN §3 (RBQE's exit criterion) in TF ops.
+"""The blind Tchebichef quality score Q (RBQE's exit criterion) in TF ops; the steps are
+those of docs/method.md, "Quality score".
 
 :func:`quality_score` and :func:`patch_maps` (its per-patch values, before the means)
 are batched and traceable: plain TensorFlow ops on 4-D tensors, no Keras, no loops, so
@@ -6,16 +7,16 @@ they run inside a ``tf.function`` (static or dynamic H, W) and convert to TFLite
 builtin ops only (quality_score: STRIDED_SLICE, ROUND, MINIMUM, MAXIMUM, RELU, MUL,
 ADD, SUB, DIV, CONV_2D, RSQRT, SUM, MEAN, ABS, LOG, POW, RESHAPE).
 
-How DESIGN §3 maps to ops:
+How the steps map to ops:
 
 - The B×B patches of the grid shifted by B/2 are the image cropped by B/2 at the
   top/left to (⌊H/B⌋−1)·B rows (same for columns), read by stride-B ops.
 - The Tchebichef basis T is orthonormal with a constant row 0, so for a patch P the
-  moments of DESIGN step 3 (normalise, remove the mean, M = T·P̃·Tᵀ) are the raw
+  moments of step 4 (normalise, remove the mean, M = T·P̃·Tᵀ) are the raw
   moments T·P·Tᵀ divided by ‖P‖_F with M00 set to 0: mean removal changes M00 only.
   The raw moments are one stride-B conv with B² fixed kernels t_p ⊗ t_q and ‖P‖²_F is
   a stride-B conv of P² with a ones kernel (faster than AVERAGE_POOL_2D in TF on CPU).
-  The same M is used for the blockiness (step 5) and the similarity (step 6).
+  The same M is used for the blockiness (step 6) and the similarity (step 7).
 - Blurring a patch alone (3×3 Gaussian, σ = 5, zero padding inside the patch) is
   P ↦ A·P·Aᵀ for a tridiagonal B×B matrix A (the 2-D Gaussian is separable), so the
   raw moments of the blurred patch are another stride-B conv with the kernels
@@ -34,7 +35,7 @@ graph optimisers cannot fold it into the integer kernels. Float32 arithmetic is
 assumed: reduced-precision convs (TF32 on recent NVIDIA GPUs, fp16 GPU delegates)
 perturb the score.
 
-Edge cases: an all-zero patch is smooth with score 1 (DESIGN step 3); a flat non-zero
+Edge cases: an all-zero patch is smooth with score 1 (step 4); a flat non-zero
 patch is smooth with score 0 (so a flat image scores 0, an all-zero one 1); with no
 smooth (textured) patches S_blk (S_blur) is 1, so an image with fewer than two blocks
 in a dimension (no patches) scores 1.0.
@@ -49,7 +50,8 @@ import tensorflow as tf
 from rbqe_tf.levels import BLOCK_SIZE, PUBLISHED_THRESHOLDS, check_codec
 
 DEFAULT_THRESHOLDS = PUBLISHED_THRESHOLDS
-"""Published exit thresholds τ: exit at the first k ≤ 4 with Q(exit_k) ≥ τ (DESIGN §3.8)."""
+"""Published exit thresholds τ: exit at the first k ≤ 4 with Q(exit_k) ≥ τ (docs/method.md,
+"Decision")."""
 
 _SSM_THRESHOLD = 0.004  # textured if SSM > this
 _MAX_Q = 0.05  # clip of Qv and Qh
@@ -59,7 +61,7 @@ _W_BLOCK, _W_BLUR = 0.9, 0.1
 
 
 def _integer_tchebichef(block_size):
-    """[B, B] int64: row p is t_p of DESIGN §3 step 2 (exact recurrence) as coprime integers."""
+    """[B, B] int64: row p is t_p of the method's step 3 (exact recurrence) as coprime integers."""
     b = block_size
     t = [[Fraction(1)] * b, [Fraction(2 * u + 1 - b, b) for u in range(b)]]
     for p in range(2, b):
@@ -76,7 +78,7 @@ def _integer_tchebichef(block_size):
 def tchebichef_basis(block_size):
     """Orthonormal discrete Tchebichef basis, float64 [B, B], rows = orders 0..B−1.
 
-    Equal to DESIGN §3 step 2 (t_p / √ρ(p)); for B = 4 row 1 is
+    Equal to docs/method.md, "Quality score", step 3 (t_p / √ρ(p)); for B = 4 row 1 is
     [−0.6708, −0.2236, 0.2236, 0.6708].
     """
     rows = _integer_tchebichef(block_size).astype(np.float64)
@@ -146,17 +148,18 @@ def _masked_mean(values, mask):
 
 
 def patch_maps(y, codec="jpeg"):
-    """Per-patch values of DESIGN §3 before the averages: [N, ⌊H/B⌋−1, ⌊W/B⌋−1, 3].
+    """Per-patch values of the quality score before the averages: [N, ⌊H/B⌋−1, ⌊W/B⌋−1, 3].
 
-    Channels: the patch's blockiness score s (step 5; meaningful where smooth), 1.0 if
-    textured else 0.0 (step 4), its blur score 1 − sim (step 6; meaningful where
+    Channels: the patch's blockiness score s (step 6; meaningful where smooth), 1.0 if
+    textured else 0.0 (step 5), its blur score 1 − sim (step 7; meaningful where
     textured). Arguments as for :func:`quality_score`.
     """
     return tf.concat(_patch_values(y, codec), -1)
 
 
 def quality_score(y, codec="jpeg"):
-    """Blind quality score Q of DESIGN §3, float32 [N], each in [0, 1] (higher = better).
+    """Blind quality score Q (docs/method.md, "Quality score"), float32 [N], each in [0, 1]
+    (higher = better).
 
     ``y``: [N, H, W, 1] Y plane in [0, 1], any float dtype (tensor or NumPy array); it
     is cast to float32 and rounded to 8 bits (x = round(clip(y, 0, 1)·255)/255, half

@@ -1,4 +1,5 @@
-"""Compression levels, their severity, and the per-exit loss weights (DESIGN §2).
+"""Compression levels, their severity, and the per-exit loss weights (docs/method.md,
+"Exit weights" and "Severity axis").
 
 Severity puts both codecs on one axis: 0 = lightest table row (HEVC QP 22 /
 JPEG QF 50) … 4 = heaviest (QP 42 / QF 10), linear in QP and QF in between.
@@ -17,7 +18,8 @@ LOW_QF_MAX = 20  # training's ``low_qf`` patches draw their JPEG QF from 10..thi
 LIGHT_QF_MIN = 51
 UNCOMPRESSED = -1  # the "level" of an uncompressed input ("none" on command lines)
 LIGHT_EXIT_WEIGHTS = np.full(5, 8.0, np.float32)
-# The paper's exit thresholds on its own test data (DESIGN §3); calibrated ones win.
+# The paper's exit thresholds on its own test data (docs/method.md, "Decision");
+# calibrated ones win.
 PUBLISHED_THRESHOLDS = {"jpeg": 0.79, "hevc": 0.89}
 
 # Rows: severity 0..4 (QP 22/27/32/37/42, QF 50/40/30/20/10); columns: exits 1..5.

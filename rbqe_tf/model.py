@@ -1,4 +1,4 @@
-"""The RBQE multi-exit nested U-Net (DESIGN §1) as a Keras 3 functional model.
+"""The RBQE multi-exit nested U-Net (docs/method.md, "Network") as a Keras 3 functional model.
 
 Node ``x[i, j]`` sits on resolution level ``i`` (0 = full size) in column ``j``
 (0 = encoder). Step ``k`` computes ``x[k, 0]``, the diagonal ``x[k-1, 1] … x[0, k]``

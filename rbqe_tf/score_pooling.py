@@ -1,4 +1,5 @@
-"""The quality score Q from per-patch maps (NumPy only; DESIGN §3 steps 5–7).
+"""The quality score Q from per-patch maps (NumPy only; docs/method.md, "Quality score",
+steps 6–8).
 
 A score model (``score_<codec>.tflite``) gives, per patch, its blockiness, whether it
 is textured, and its blur score. Q pools them over a chosen set of patches: the mean

@@ -47,7 +47,8 @@ def layout(size, tile, overlap, multiple=None):
 def owned_patches(axis, i, block):
     """Tile-local index range [lo, hi) of the score patches tile ``i`` owns.
 
-    The image has patches p = 0 … size//block − 2 (DESIGN §3: patch p spans
+    The image has patches p = 0 … size//block − 2 (docs/method.md, "Quality score",
+    step 2: patch p spans
     p·B + B/2 … p·B + 3B/2 − 1, so only patches inside the unpadded image count);
     a patch belongs to the tile owning its centre row/column p·B + B.
     """
@@ -56,6 +57,20 @@ def owned_patches(axis, i, block):
     hi = max(lo, min(axis.size // block - 1, -(-(end - block) // block)))
     first = axis.origins[i] // block
     return lo - first, hi - first
+
+
+def pad_bottom_right(y, height, width):
+    """``y`` [H, W] mirror-padded (symmetric) at its bottom and right to height × width: the
+    codec's block grid stays at the origin, and every forward pass (enhancer, runner,
+    evaluator, training validation) pads this way."""
+    h, w = y.shape
+    return np.pad(y, ((0, height - h), (0, width - w)), "symmetric")
+
+
+def pad_to_multiple(y, multiple):
+    """``y`` [H, W] padded (:func:`pad_bottom_right`) to multiples of ``multiple``."""
+    h, w = y.shape
+    return pad_bottom_right(y, h + -h % multiple, w + -w % multiple)
 
 
 class NonFiniteOutput(ValueError):
@@ -69,7 +84,7 @@ def early_exit(y, rows, cols, stages, maps, block, threshold, num_exits, exit=No
     ``stages(tile)`` runs the network on a float32 [rows.length, cols.length] tile
     and yields its exits 1, 2, … as arrays of that shape, keeping its features
     while paused; ``maps(exit_tile)`` gives the tile's per-patch score maps
-    [length/B − 1, length/B − 1, 3] (DESIGN §3 before pooling).
+    [length/B − 1, length/B − 1, 3] (docs/method.md, "Quality score", before pooling).
 
     Decision (``exit`` None): a *group* of tiles — the whole image, or each tile
     with ``per_tile`` — is run exit by exit. After exit k < ``num_exits`` every tile
@@ -85,8 +100,7 @@ def early_exit(y, rows, cols, stages, maps, block, threshold, num_exits, exit=No
     group; NonFiniteOutput if an exit taken holds NaN or ±inf.
     """
     h, w = y.shape
-    padded = np.pad(np.asarray(y, np.float32), ((0, rows.padded - h), (0, cols.padded - w)),
-                    "symmetric")
+    padded = pad_bottom_right(np.asarray(y, np.float32), rows.padded, cols.padded)
     out = np.empty_like(padded)
     tiles = [(i, j) for i in range(len(rows.origins)) for j in range(len(cols.origins))]
     groups = [[t] for t in tiles] if per_tile else [tiles]

@@ -1,7 +1,5 @@
-"""rbqe_tf.iqa against an independent NumPy transcription of DESIGN §3, plus edge
-cases, batching, tracing and a TFLite (builtin ops) round trip."""
-from pathlib import Path
-
+"""rbqe_tf.iqa against an independent NumPy transcription of docs/method.md, "Quality
+score", plus edge cases, batching, tracing and a TFLite (builtin ops) round trip."""
 import cv2
 import numpy as np
 import pytest
@@ -11,14 +9,13 @@ from rbqe_tf import iqa
 from rbqe_tf.color import rgb_to_y_uint8
 from rbqe_tf.image_io import read_image
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VAL_SETS = ("classic5", "set5", "set14")
 CODECS = ("jpeg", "hevc")
 
 
 # ---------------------------------------------------------------- NumPy reference
 def ref_basis(b):
-    """DESIGN §3 step 2: float recurrence, rows divided by √ρ(p)."""
+    """Step 3 (basis): float recurrence, rows divided by √ρ(p)."""
     u = np.arange(b, dtype=np.float64)
     t = np.zeros((b, b))
     t[0] = 1.0
@@ -32,7 +29,7 @@ def ref_basis(b):
 
 
 def ref_moments(patches, t):
-    """DESIGN §3 step 3 for patches [n, B, B]: normalise, remove the mean, T·P̃·Tᵀ."""
+    """Step 4 for patches [n, B, B]: normalise, remove the mean, T·P̃·Tᵀ."""
     p = patches / np.sqrt((patches ** 2).sum((1, 2), keepdims=True))
     p = p - p.mean((1, 2), keepdims=True)
     return t @ p @ t.T
@@ -106,12 +103,10 @@ def score(gray_uint8, codec):
 
 
 @pytest.fixture(scope="module")
-def val_images():
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    paths = sorted(p for s in VAL_SETS for p in (SHARED_DATA / "val" / s).glob("*.png"))
+def val_images(shared_data):
+    paths = sorted(p for s in VAL_SETS for p in (shared_data / "val" / s).glob("*.png"))
     if not paths:
-        pytest.skip(f"no validation images under {SHARED_DATA / 'val'}")
+        pytest.skip(f"no validation images under {shared_data / 'val'}")
     return {f"{p.parent.name}/{p.stem}": load_y(p) for p in paths}
 
 
@@ -249,7 +244,8 @@ def test_rejects_unknown_codec_and_bad_shapes():
             iqa.quality_score(np.zeros(shape), "jpeg")
 
 
-# Ops of DESIGN §3's "convolutions, pooling, masks and element-wise ops"; no GATHER,
+# Fixed-kernel convolutions, pooling, masks and element-wise ops (docs/method.md,
+# "Quality score"); no GATHER,
 # EXPAND_DIMS/SQUEEZE, SELECT, loops or custom/flex ops.
 GPU_FRIENDLY_OPS = {"STRIDED_SLICE", "ROUND", "MINIMUM", "MAXIMUM", "RELU", "MUL", "ADD", "SUB",
                     "DIV", "CONV_2D", "RSQRT", "SUM", "MEAN", "ABS",

@@ -14,7 +14,7 @@ def rbqe():
 
 
 def _expected_params(f=32, c=1, levels=6, eca_last_step=False):
-    """Parameter count derived by hand from DESIGN §1 (two-bias separable convs)."""
+    """Parameter count in closed form from docs/method.md, "Network" (two-bias separable convs)."""
     conv3 = lambda cin, cout: 9 * cin * cout + cout  # noqa: E731
     sep = lambda cin, cout: 10 * cin + cin * cout + cout  # noqa: E731
     exits = levels - 1
@@ -125,7 +125,8 @@ def test_stage_io_is_plain_tensors_in_declared_order():
 
 
 def _hand_macs_exit1(h, w, f=32):
-    """Exit 1 counted by hand from DESIGN §1 (ECA scaling excluded, 1-D conv included)."""
+    """Exit 1 counted by hand from docs/method.md, "Network" (ECA scaling excluded, 1-D conv
+    included)."""
     full, half = h * w, h * w // 4
     input_conv = full * f * 9 + full * f * f * 9
     down = 2 * full * f * f * 9 + half * f * f * 9
@@ -138,7 +139,7 @@ def _hand_macs_exit1(h, w, f=32):
 def test_mac_counter_matches_hand_count_and_published_exact_figures(rbqe):
     per_exit = macs_per_exit(rbqe, 512, 512)
     assert per_exit[0] == _hand_macs_exit1(512, 512)
-    # DESIGN §1, "counted exactly": 9.31 / 12.64 / 15.46 / 18.50 / 21.93 GMAC.
+    # The exact counts of docs/method.md, "Network": 9.31 / 12.64 / 15.46 / 18.50 / 21.93 GMAC.
     assert [round(m / 1e9, 2) for m in per_exit] == [9.31, 12.64, 15.46, 18.50, 21.93]
     assert macs_per_exit(rbqe, 64, 128)[0] == _hand_macs_exit1(64, 128)
 
