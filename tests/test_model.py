@@ -57,11 +57,74 @@ def test_parameter_count_of_other_configs(overrides):
     assert model.count_params() == expected
 
 
+def _params_by_walking_the_graph(cfg):
+    """Parameters of ``cfg``'s network, summed block by block in the order the steps build
+    them (docs/method.md, "Network"): an independent tally, not the closed form above."""
+    f, c = cfg.features, cfg.channels
+
+    def conv(k, cin, cout):  # k×k kernel + bias
+        return k * k * cin * cout + cout
+
+    def separable(cin, cout):  # depthwise 3×3 (+ bias) then pointwise 1×1 (+ bias)
+        return (9 * cin + cin) + conv(1, cin, cout)
+
+    params = conv(3, c, f) + conv(3, f, f)  # input block x[0,0]
+    eca_modules = 0
+    for step in range(1, cfg.num_exits + 1):
+        full_eca = cfg.eca_last_step or step < cfg.num_exits
+        params += 3 * conv(3, f, f)  # down block x[step,0] (two 3×3 convs, one stride 2)
+        eca_modules += 1  # on its input x[step-1,0]
+        for j in range(1, step + 1):  # the diagonal x[step-j, j]
+            params += conv(2, f, f)  # transposed 2×2 conv of the lower node
+            params += separable((j + 1) * f, f) + separable(f, f)  # j same-level + 1 lower
+            eca_modules += j + full_eca  # one per same-level input (+ the lower input)
+        params += separable(f, c)  # head
+        eca_modules += full_eca
+    return params + 3 * eca_modules  # ECA: three 1-D conv weights, no bias
+
+
+def test_tiny_variant_exact_parameter_count():
+    # features = 4: input block 40 + 148; five down blocks 5·3·148 = 2,220; decoder
+    # columns j = 1..5 hold 5, 4, 3, 2, 1 nodes of 68 (up) + (56·(j+1) + 4) + 60 each:
+    # 1,220 + 1,200 + 1,068 + 824 + 468 = 4,780; five heads 5·45 = 225; 54 ECA modules
+    # 54·3 = 162. Total 2,408 + 4,780 + 225 + 162 = 7,575.
+    tiny = build_model("tiny")
+    assert tiny.count_params() == 7_575
+    assert _params_by_walking_the_graph(get_config("tiny")) == 7_575 == _expected_params(f=4)
+    rbqe = get_config("rbqe")
+    assert _params_by_walking_the_graph(rbqe) == 300_455
+    assert _params_by_walking_the_graph(
+        get_config("tiny", eca_last_step=True)) == _expected_params(f=4, eca_last_step=True)
+
+
 def test_tiny_variant_is_small_with_same_topology():
     tiny = build_model("tiny")
     assert 1_000 < tiny.count_params() < 10_000
     assert len(tiny.outputs) == 5
     assert [l.name for l in tiny.layers] == [l.name for l in build_model("rbqe").layers]
+
+
+def _eca_reference(x, kernel):
+    """ECA in plain NumPy (docs/method.md, "Network"): per image and channel the mean over
+    height and width; a 1-D cross-correlation of those means across channels with the three
+    weights, zero beyond the first and last channel; sigmoid; each channel scaled by it."""
+    w0, w1, w2 = kernel
+    means = x.mean(axis=(1, 2))  # [N, C]
+    padded = np.pad(means, ((0, 0), (1, 1)))
+    mixed = w0 * padded[:, :-2] + w1 * padded[:, 1:-1] + w2 * padded[:, 2:]
+    attention = 1.0 / (1.0 + np.exp(-mixed))
+    return x * attention[:, None, None, :]
+
+
+def test_eca_equals_a_plain_numpy_reference():
+    layer = build_model("tiny").get_layer("enc_2_eca")
+    kernel = np.array([0.9, -1.3, 2.1], np.float32)  # asymmetric: the order matters
+    layer.set_weights([kernel])
+    # Channel means far apart (and far from 0) so a wrong neighbour shows.
+    x = np.random.default_rng(3).random((2, 5, 7, 4)).astype(np.float32)
+    x *= np.array([0.2, 1.0, 3.0, 6.0], np.float32)
+    expected = _eca_reference(x.astype(np.float64), kernel.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_deterministic_layer_names(rbqe):
