@@ -20,3 +20,21 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A seeded ``tiny`` RBQE whose exits differ visibly from their input and from each
+    other: head k's pointwise kernel is scaled by 40·k (a fresh tiny network is nearly
+    the identity, which would make every exit, and every exit's score, the same).
+    Shared by the whole session: tests must not change its weights."""
+    import keras
+    from rbqe_tf.model import build_model
+
+    keras.utils.set_random_seed(7)
+    model = build_model("tiny")
+    for k in range(1, 6):
+        layer = model.get_layer(f"exit_{k}_pw")
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel * 40 * k, bias])
+    return model

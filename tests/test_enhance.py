@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rbqe_tf import color
+from rbqe_tf import color, tiling
 from rbqe_tf.enhancer import Enhancer, enhance
 from rbqe_tf.model import WeightsError, build_model, load_model
 
@@ -78,6 +78,85 @@ def test_colour_keeps_chroma(tiny):
                                           [None, :, :, None].astype(np.float32)))[0, :48, :40, 0]
     y_out = color.rgb_to_ycbcr(out / 255.0)[..., 0]
     assert np.median(np.abs(y_out - np.clip(y_ref, 0, 1))) < 1.0 / 255
+
+
+# ---------------------------------------------------------------- the padding rule
+# docs/method.md, "Tiling and padding": pad at the bottom/right with NumPy's "symmetric"
+# mode (edge pixel repeated, then mirrored) to the size the network needs, run, crop back.
+# Each model below reads pixels beyond the image's border, so the padding mode shows.
+PAD_MODES = ("symmetric", "reflect", "edge", "constant")
+
+
+def _padded_length(size, tile, overlap, multiple):
+    """The padded extent of one axis, written out from the rule: the next multiple of
+    ``multiple`` for a side ≤ ``tile``; else as far as the last of the tiles reaches
+    (tiles of ``tile`` pixels starting every ``tile − 2·overlap`` pixels)."""
+    if size <= tile:
+        return -(-size // multiple) * multiple
+    step = tile - 2 * overlap
+    tiles = 1 + -(-(size - tile) // step)
+    return (tiles - 1) * step + tile
+
+
+def _correlate(image, kernel):
+    """2-D cross-correlation, zero padding, output the size of ``image``."""
+    r = kernel.shape[0] // 2
+    padded = np.pad(image, r)
+    out = np.zeros_like(image)
+    for di in range(kernel.shape[0]):
+        for dj in range(kernel.shape[1]):
+            out += kernel[di, dj] * padded[di:di + image.shape[0], dj:dj + image.shape[1]]
+    return out
+
+
+# An off-centre 5×5 kernel per exit: exit k reads up to 2 pixels past the border.
+_KERNELS = [np.random.default_rng(k).normal(size=(5, 5)).astype(np.float32)
+            for k in range(1, 6)]
+
+
+def _function_stages(tile):
+    """A five-exit 'network' in NumPy (tiling.early_exit's ``stages``): exit k is the tile
+    correlated with kernel k."""
+    for kernel in _KERNELS:
+        yield _correlate(tile, kernel)
+
+
+@pytest.mark.parametrize("shape,tile,overlap", [((45, 70), 512, 32),  # one tile
+                                                ((150, 130), 64, 16)])  # 4×4 tiles
+def test_tiles_pad_symmetric_then_crop(shape, tile, overlap):
+    y = np.random.default_rng(0).random(shape).astype(np.float32)
+    rows, cols = (tiling.layout(n, tile, overlap, 32) for n in shape)
+    assert (rows.padded, cols.padded) == tuple(_padded_length(n, tile, overlap, 32)
+                                               for n in shape)
+    for k in (1, 4):
+        out, exits, _ = tiling.early_exit(y, rows, cols, _function_stages, None, 8, 1.01, 5,
+                                          exit=k)
+        assert exits == [k] and out.shape == shape
+        expected = {mode: _correlate(np.pad(y, ((0, rows.padded - shape[0]),
+                                                (0, cols.padded - shape[1])), mode),
+                                     _KERNELS[k - 1])[:shape[0], :shape[1]]
+                    for mode in PAD_MODES}
+        np.testing.assert_array_equal(out, expected["symmetric"])
+        for mode in PAD_MODES[1:]:  # the test can tell the modes apart
+            assert np.abs(out - expected[mode]).max() > 0.01, mode
+
+
+def test_enhancer_pads_symmetric_then_crops(tiny_model):
+    """The Keras Enhancer on a non-identity network: each exit of a 45×70 image is the
+    monolithic exit of the image padded to 64×96 as the rule says, cropped back."""
+    y = np.random.default_rng(1).random((45, 70)).astype(np.float32) * 0.5 + 0.25
+    enhancer = Enhancer(tiny_model, threshold=1.01)
+    out, taken, _ = enhancer.enhance_y(y, exit=2)
+    assert taken == 2 and out.shape == y.shape
+    assert np.abs(out - y).max() > 0.05  # far from the identity
+    expected = {}
+    for mode in PAD_MODES:
+        padded = np.pad(y, ((0, 64 - 45), (0, 96 - 70)), mode)[None, :, :, None]
+        expected[mode] = np.clip(np.asarray(tiny_model.exit_model(2)(padded))[0, :45, :70, 0],
+                                 0, 1)
+    np.testing.assert_allclose(out, expected["symmetric"], atol=1e-6)
+    for mode in PAD_MODES[1:]:
+        assert np.abs(out - expected[mode]).max() > 0.01, mode
 
 
 def test_bad_weights_are_one_line_errors(tmp_path):
