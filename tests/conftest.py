@@ -5,13 +5,15 @@ another. Stateless helpers that are plain functions (``tests/fuzzing.py``) stay 
 helper module.
 """
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +40,62 @@ def tiny_model():
         kernel, bias = layer.get_weights()
         layer.set_weights([kernel * 40 * k, bias])
     return model
+
+
+@pytest.fixture(scope="session")
+def samples_dir():
+    """The repository's ``samples/`` folder (four small JPEGs; ships with every clone)."""
+    return REPO / "samples"
+
+
+class TinyExports:
+    """``tiny_model`` exported at a 64×64 tile, each quantization mode at most once per
+    session (an export takes from seconds to minutes): ``export_tiny("fp32")`` → folder.
+
+    Calibration and validation both read one sample photo from ``images``; ``exporter``
+    is the :class:`export.exporter.Exporter` that made the exports."""
+
+    tile = 64
+
+    def __init__(self, model, root, photo):
+        self.model, self.root, self.photo = model, Path(root), Path(photo)
+        self.images = str(self.root / "images")
+        self._exporter, self._folders = None, {}
+
+    @property
+    def exporter(self):
+        if self._exporter is None:
+            from export.exporter import Exporter
+            os.makedirs(self.images, exist_ok=True)
+            shutil.copy(self.photo, self.images)
+            self._exporter = Exporter(self.model, self.tile)
+        return self._exporter
+
+    def __call__(self, mode):
+        if mode not in self._folders:
+            folder = str(self.root / mode)
+            self.exporter.export(folder, mode, (self.images, 1), (self.images, 1),
+                                 log=lambda line: None)
+            self._folders[mode] = folder
+        return self._folders[mode]
+
+
+@pytest.fixture(scope="session")
+def export_tiny(tiny_model, samples_dir, tmp_path_factory):
+    """``export_tiny(mode)`` → a folder of ``tiny_model`` exported in ``mode`` (cached for
+    the session; read it, copy it to change it)."""
+    return TinyExports(tiny_model, tmp_path_factory.mktemp("tiny_exports"),
+                       samples_dir / "chelsea_q30.jpg")
+
+
+@pytest.fixture(scope="session")
+def interpreter_of():
+    """``interpreter_of(data)`` → an allocated LiteRT interpreter (XNNPACK on, one thread)
+    of the .tflite bytes ``data``."""
+    from ai_edge_litert import interpreter as litert
+
+    def make(data):
+        interpreter = litert.Interpreter(model_content=data, num_threads=1)
+        interpreter.allocate_tensors()
+        return interpreter
+    return make

@@ -11,8 +11,6 @@ from export.litert_model import make_interpreter
 from export.manifest import read_manifest
 from export.op_profile import single_op_models
 from export.retile import retile
-from test_export import SAMPLES, tiny_model
-from test_optimize import interpreter_of
 
 
 def _shapes(data):
@@ -31,19 +29,20 @@ def _run(path, feeds_by_name):
 
 
 @pytest.fixture(scope="module")
-def graphs():
+def graphs(tiny_model):
     """tile → the tiny model's exit and stage graphs (traced once for the module)."""
     cache = {}
 
     def at(tile):
         if tile not in cache:
-            cache[tile] = model_graphs(fixed_tile_model(tiny_model(), tile))
+            cache[tile] = model_graphs(fixed_tile_model(tiny_model, tile))
         return cache[tile]
     return at
 
 
 @pytest.mark.parametrize("name", ["exit_5", "stage_3"])
-def test_retiled_float_model_equals_the_native_conversion(tmp_path, graphs, name):
+def test_retiled_float_model_equals_the_native_conversion(tmp_path, graphs, name,
+                                                         interpreter_of):
     small, large = graphs(64)[name], graphs(128)[name]
     retiled_data, native_data = retile(convert(small, "fp32"), 2), convert(large, "fp32")
     (tmp_path / "retiled.tflite").write_bytes(retiled_data)
@@ -75,19 +74,20 @@ def test_retile_refuses_tile_dependent_ops_and_bad_factors(graphs):
     assert retile(exit_1, 1) is exit_1
 
 
-def test_exporter_tile_must_be_a_multiple_of_the_calibration_tile():
+def test_exporter_tile_must_be_a_multiple_of_the_calibration_tile(tiny_model):
     with pytest.raises(ValueError, match="divides the tile 128"):
-        Exporter(tiny_model(), 128, calib_tile=96)
+        Exporter(tiny_model, 128, calib_tile=96)
 
 
 @pytest.mark.slow
-def test_int8_export_calibrated_at_a_smaller_tile_passes_the_full_tile_checks(tmp_path):
+def test_int8_export_calibrated_at_a_smaller_tile_passes_the_full_tile_checks(tmp_path, tiny_model,
+                                                                              samples_dir):
     """Calibrated at 64², written and verified at 128² (parity with Keras at 128²,
     ΔPSNR lost per exit): the manifest records both tiles."""
     images = tmp_path / "images"
     images.mkdir()
-    (images / "chelsea_q30.jpg").write_bytes((SAMPLES / "chelsea_q30.jpg").read_bytes())
-    exporter = Exporter(tiny_model(), 128, calib_tile=64)
+    (images / "chelsea_q30.jpg").write_bytes((samples_dir / "chelsea_q30.jpg").read_bytes())
+    exporter = Exporter(tiny_model, 128, calib_tile=64)
     manifest = exporter.export(str(tmp_path / "int8"), "int8_full_fp32_io", (str(images), 1),
                                (str(images), 1), log=lambda line: None)
     assert manifest == read_manifest(str(tmp_path / "int8"))

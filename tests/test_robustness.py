@@ -16,7 +16,7 @@ from rbqe_tf import iqa
 from rbqe_tf.enhancer import Enhancer
 from fuzzing import assert_image_or_one_line_error
 from rbqe_tf.image_io import read_image, write_image
-from test_export import export_tiny, tiny_model
+from test_export import export_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUZZ = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -28,9 +28,9 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def weights(tmp_path_factory, tiny_model):
     path = tmp_path_factory.mktemp("weights") / "tiny.keras"
-    tiny_model().save(path)
+    tiny_model.save(path)
     return str(path)
 
 
@@ -43,10 +43,10 @@ def _blocky(shape, seed=0):
 
 
 @pytest.mark.slow
-def test_tiled_output_equals_one_piece_within_one_level():
+def test_tiled_output_equals_one_piece_within_one_level(tiny_model):
     image = _blocky((150, 130, 3), seed=1)
-    whole = Enhancer(tiny_model(), threshold=1.01, tile=512)
-    tiled = Enhancer(tiny_model(), threshold=1.01, tile=64, overlap=16)  # 3×3 tiles
+    whole = Enhancer(tiny_model, threshold=1.01, tile=512)
+    tiled = Enhancer(tiny_model, threshold=1.01, tile=64, overlap=16)  # 3×3 tiles
     for k in (1, 3, 5):
         diff = np.abs(whole(image, exit=k).image.astype(int) - tiled(image, exit=k).image)
         assert diff.max() <= 1, (k, diff.max())
@@ -62,10 +62,10 @@ def _thresholds(scores):
 
 
 @pytest.mark.slow
-def test_keras_decision_does_not_depend_on_the_feature_cache():
+def test_keras_decision_does_not_depend_on_the_feature_cache(tiny_model):
     y = _blocky((140, 150), seed=2).astype(np.float32) / 255
-    cached = Enhancer(tiny_model(), threshold=1.01, tile=64, overlap=16, cache_mb=1024)
-    rerun = Enhancer(tiny_model(), tile=64, overlap=16, cache_mb=0)
+    cached = Enhancer(tiny_model, threshold=1.01, tile=64, overlap=16, cache_mb=1024)
+    rerun = Enhancer(tiny_model, tile=64, overlap=16, cache_mb=0)
     assert cached.keep >= 9 and rerun.keep == 0  # 3×3 tiles; 0: one tile at a time
     exits = set()
     for threshold in _thresholds(cached.enhance_y(y)[2]):
@@ -130,8 +130,8 @@ def _check_enhanced(call, image):
 
 
 @pytest.fixture(scope="module")
-def keras_enhancer():
-    return Enhancer(tiny_model(), tile=64, overlap=16)
+def keras_enhancer(tiny_model):
+    return Enhancer(tiny_model, tile=64, overlap=16)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,7 @@ def test_runner_cli_on_fuzzed_files(root, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_processes_writing_into_one_folder(tmp_path, weights):
+def test_two_processes_writing_into_one_folder(tmp_path, weights, tiny_model):
     """Both enhance 6 images (2 with the same name) into one folder at the same time:
     every output is whole and is one process's result; a name is written once."""
     inputs = {}
@@ -263,7 +263,7 @@ def test_two_processes_writing_into_one_folder(tmp_path, weights):
     assert "Traceback" not in "".join(o + e for o, e in results)
     assert len(errors) == 2 and all("exists (use --overwrite" in e for e in errors), errors
     assert sorted(os.listdir(out)) == sorted(f"{name}.png" for name in inputs)
-    enhancer = Enhancer(tiny_model())
+    enhancer = Enhancer(tiny_model)
     for name, candidates in inputs.items():
         written = read_image(out / f"{name}.png")
         expected = [enhancer(image, exit=2).image for image in candidates]
