@@ -21,7 +21,6 @@ beam = pytest.importorskip("apache_beam", reason="the pipeline extra is not inst
 
 from rbqe_tf import pipeline_steps as steps  # noqa: E402
 from rbqe_tf.image_io import UNREADABLE, write_image  # noqa: E402
-from test_export import tiny_model  # noqa: E402
 from test_video import _clip  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +36,7 @@ def _blocky(shape, seed):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, tiny_model):
     """Inputs (JPEGs of four qualities, a gray PNG, one in a subfolder, a video, a corrupt
     file), the tiny model, and the enhance CLI's outputs for them (the reference)."""
     root = tmp_path_factory.mktemp("corpus")
@@ -50,7 +49,7 @@ def corpus(tmp_path_factory):
     _clip(images / "clip.mp4", frames=4, audio=False)
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")
     weights = root / "tiny.keras"
-    tiny_model().save(weights)
+    tiny_model.save(weights)
     ref = root / "ref"
     proc = subprocess.run([sys.executable, "-m", "rbqe_tf.enhance", str(images), "--recursive",
                            "--out", str(ref), "--weights", str(weights)],
