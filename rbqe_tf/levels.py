@@ -13,8 +13,9 @@ DEFAULT_LEVELS = {"jpeg": (10, 20, 30, 40, 50), "hevc": (22, 27, 32, 37, 42)}
 BLOCK_SIZE = {"jpeg": 8, "hevc": 4}
 LOW_QF_MAX = 20  # training's ``low_qf`` patches draw their JPEG QF from 10..this
 # Light inputs (beyond the paper): JPEG above QF 50, re-saved and uncompressed images.
-# Training weights every exit of such a patch equally and strongly (their MSE is 10-100x
-# smaller than QF 10's), so each exit learns to leave a light image nearly as it is.
+# Training weights every exit of such a patch equally and strongly (their MSE is far
+# smaller than a heavy level's; docs/method.md, "Exit weights"), so each exit learns to
+# leave a light image nearly as it is.
 LIGHT_QF_MIN = 51
 UNCOMPRESSED = -1  # the "level" of an uncompressed input ("none" on command lines)
 LIGHT_EXIT_WEIGHTS = np.full(5, 8.0, np.float32)
