@@ -220,7 +220,9 @@ class Exporter:
         failures += checker.failures
         report["score_max_abs_dq"] = verify.score_parity(models, self.codecs, val_comp[:8],
                                                          failures)
-        report.update(verify.accuracy(self.graphs, stages, val_gt, val_comp))
+        report.update(verify.accuracy(self.graphs, stages, val_gt, val_comp,
+                                      exits=[models[f"exit_{k}"]
+                                             for k in range(1, self.num_exits + 1)]))
         return report
 
     def _manifest(self, mode, files, calib, val):

@@ -1,13 +1,13 @@
 """TensorFlow graphs, at a fixed tile size, of every model that becomes a .tflite.
 
-Each graph is traced with static shapes (batch 1) through Keras' ``stateless_call``
-with the weights as constants, so it holds no variables: the converter never sees a
-Keras variable (what makes ``from_concrete_functions`` on a Keras 3 model write
-NaN-only files, PITFALLS), and tracing plus conversion take about a quarter of the
-time of ``from_keras_model``'s SavedModel round trip. Each trace is checked against
-the Keras model itself when built (:data:`TRACE_TOLERANCE`), then serves as the fast
-float reference of :mod:`export.verify` and of calibration. A QAT model's graphs
-(:func:`qat_graphs`) are frozen from its tf-keras exit and stage models instead.
+Each graph is traced with static shapes (batch 1) through Keras' ``stateless_call`` with
+the weights as constants, so it holds no variables: the converter never sees a Keras
+variable (what makes ``from_concrete_functions`` on a Keras 3 model write NaN-only
+files: docs/method.md, Toolchain notes), and tracing plus conversion take about a
+quarter of the time of ``from_keras_model``'s SavedModel round trip. Each trace is
+checked against the Keras model itself when built (:data:`TRACE_TOLERANCE`), then serves
+as the fast float reference of :mod:`export.verify` and of calibration. A QAT model's
+graphs (:func:`qat_graphs`) are frozen from its tf-keras exit and stage models instead.
 
 Inputs are named by their ``TensorSpec`` (``y``, ``x_1_0``, ``exit``) and outputs
 returned as a dict, so the TFLite file's signature carries the logical names

@@ -4,8 +4,17 @@ Tensors are exchanged as :class:`Value` (array + quantization): an int8 output s
 int8 and is passed to the next stage as it is when both sides share scale and zero
 point (up to float32 round-off), else it is requantized (or dequantized / quantized
 for float inputs).
+
+:meth:`TFLiteModel.run_views` hands outputs over without copying them out: they stay
+in the interpreter's own buffers (``Interpreter.tensor`` views) until the model is
+about to run again, when their holder copies them out first. Staged early exit passes
+hundreds of MB of features per 512² tile from stage to stage, and copying every one
+out (``get_tensor``) and in again (``set_tensor``) cost as much as a stage's compute
+(docs/export.md, "The runner").
 """
 import dataclasses
+import os
+import weakref
 
 import numpy as np
 from ai_edge_litert import interpreter as litert
@@ -54,11 +63,13 @@ def to_input(value, dtype, quant):
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def make_interpreter(model_path, num_threads, xnnpack=True, delegates=()):
-    """An allocated interpreter; ``xnnpack=False`` disables the default CPU delegate."""
+def make_interpreter(model_path, num_threads, xnnpack=True, delegates=(), content=None):
+    """An allocated interpreter of the file ``model_path`` or of the bytes ``content``;
+    ``xnnpack=False`` disables the default CPU delegate."""
     resolver = (litert.OpResolverType.AUTO if xnnpack
                 else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter = litert.Interpreter(model_path=model_path, num_threads=num_threads,
+    source = {"model_path": model_path} if content is None else {"model_content": content}
+    interpreter = litert.Interpreter(**source, num_threads=num_threads,
                                      experimental_delegates=list(delegates) or None,
                                      experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
@@ -72,6 +83,7 @@ class TFLiteModel:
         self.interpreter = interpreter
         self.inputs = self._bind(interpreter.get_input_details(), entry["inputs"], path)
         self.outputs = self._bind(interpreter.get_output_details(), entry["outputs"], path)
+        self._holder = None  # weak reference to who holds views of the outputs (run_views)
 
     @staticmethod
     def _bind(details, entries, path):
@@ -90,17 +102,41 @@ class TFLiteModel:
             bound[e["name"]] = (d["index"], d["dtype"], _quant_tuple(e))
         return bound
 
-    def run(self, feeds):
-        """``feeds``: name → Value for every input → dict name → Value of every output."""
+    def _invoke(self, feeds):
+        holder = self._holder and self._holder()
+        if holder is not None:
+            holder.release(self)  # its views would be overwritten (and block invoke)
+        self._holder = None
         for name, (index, dtype, quant) in self.inputs.items():
-            self.interpreter.set_tensor(index, to_input(feeds[name], dtype, quant))
+            self.interpreter.tensor(index)()[...] = to_input(feeds[name], dtype, quant)
         self.interpreter.invoke()
+
+    def run(self, feeds):
+        """``feeds``: name → Value for every input → dict name → Value of every output
+        (copies, the caller's to keep)."""
+        self._invoke(feeds)
         return {name: Value(self.interpreter.get_tensor(index), quant)
                 for name, (index, _, quant) in self.outputs.items()}
 
+    def run_views(self, feeds, holder):
+        """As :meth:`run`, but the outputs are views of the interpreter's buffers.
 
-def open_model(folder, manifest, name, num_threads, xnnpack=True, delegates=()):
-    """:class:`TFLiteModel` for manifest entry ``name`` after its sha256 check."""
-    path = checked_path(folder, manifest, name)
-    return TFLiteModel(make_interpreter(path, num_threads, xnnpack, delegates),
+        ``holder`` (anything with ``release(model)``, weakly referenced) must keep
+        no other reference to them: before this model runs again, ``holder.release``
+        is called to copy them out (LiteRT refuses to invoke while views exist).
+        """
+        self._invoke(feeds)
+        self._holder = weakref.ref(holder)
+        return {name: Value(self.interpreter.tensor(index)(), quant)
+                for name, (index, _, quant) in self.outputs.items()}
+
+
+def open_model(folder, manifest, name, num_threads, xnnpack=True, delegates=(), content=None):
+    """:class:`TFLiteModel` for manifest entry ``name`` after its sha256 check, or of
+    ``content``, its bytes read and checked before (:func:`export.manifest.checked_bytes`)."""
+    if content is None:
+        path = checked_path(folder, manifest, name)
+    else:
+        path = os.path.join(folder, manifest["files"][name]["path"])
+    return TFLiteModel(make_interpreter(path, num_threads, xnnpack, delegates, content),
                        manifest["files"][name], path)

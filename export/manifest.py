@@ -273,18 +273,42 @@ def checked_path(folder, manifest, name):
     return checked_entry(folder, entry)
 
 
-def checked_entry(folder, entry):
-    """Path of the file a manifest ``entry`` ({"path", "sha256"}) names, after checking
-    that it lies inside ``folder``, exists and its sha256 matches (never hashing a file
-    outside the folder)."""
+def _located(folder, entry):
     path = os.path.join(folder, entry["path"])
     if not _inside(folder, entry["path"]):
         raise ManifestError(f"{path}: not inside the export folder (listed in {MANIFEST})")
     if not os.path.isfile(path):
         raise ManifestError(f"{path}: missing (listed in {MANIFEST})")
-    actual = sha256_file(path)
+    return path
+
+
+def _check_digest(path, actual, entry):
     if actual != entry["sha256"]:
         raise ManifestError(f"{path}: sha256 {actual[:12]}… does not match the manifest "
                             f"({entry['sha256'][:12]}…); the file was changed or belongs to "
                             "another export; re-export or restore it")
+
+
+def checked_entry(folder, entry):
+    """Path of the file a manifest ``entry`` ({"path", "sha256"}) names, after checking
+    that it lies inside ``folder``, exists and its sha256 matches (never hashing a file
+    outside the folder)."""
+    path = _located(folder, entry)
+    _check_digest(path, sha256_file(path), entry)
     return path
+
+
+def checked_bytes(folder, manifest, name):
+    """The bytes of model ``name``, checked as :func:`checked_path` checks the file.
+
+    The bytes themselves are hashed, so a model opened from them later (the runner
+    opens its interpreters only when first needed) is the one that was checked even
+    if the file changes in between."""
+    entry = manifest["files"].get(name)
+    if entry is None:
+        raise ManifestError(f"{folder}: manifest lists no model {name!r}")
+    path = _located(folder, entry)
+    with open(path, "rb") as f:
+        data = f.read()
+    _check_digest(path, hashlib.sha256(data).hexdigest(), entry)
+    return data

@@ -17,6 +17,12 @@ size; stages run tile by tile and exit by exit under the rule of
   float gain predictor (:mod:`rbqe_tf.gain`, NumPy) picks the exit — 0 leaves the image
   as it is — before any stage runs, so int8 and float exports take the same exit.
 
+An exit known before the network runs (the gain decision's, or a forced one) is run as
+the monolithic ``exit_k`` file: no score is needed between exits, so staging would only
+add the hand-over of features. Interpreters are opened when first needed (a gain-routed
+batch never opens the stage or score files), from bytes whose sha256 was checked when
+the runner was made.
+
 Colour images are enhanced on BT.601 Y with chroma and alpha kept
 (:func:`rbqe_tf.color.enhance_through_y`, NumPy only); 8/16-bit and float samples
 come back in their own type, as with ``rbqe_tf.enhancer``.
@@ -28,7 +34,7 @@ import numpy as np
 from ai_edge_litert.interpreter import load_delegate
 
 from export.litert_model import Value, open_model
-from export.manifest import ManifestError, checked_entry, read_manifest
+from export.manifest import ManifestError, checked_bytes, checked_entry, read_manifest
 from export.stages import iterate_stages
 from rbqe_tf import color, tiling
 from rbqe_tf.gain import decide, read_predictor
@@ -88,17 +94,60 @@ class Runner:
         if not cache_mb >= 0:
             raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         self.keep = int(cache_mb * 2 ** 20 // _feature_bytes(manifest))
-        self.stages = [open_model(folder, manifest, f"stage_{k}", num_threads, xnnpack,
-                                  _load_delegates(delegate))
-                       for k in range(1, self.num_exits + 1)]
-        self.score = open_model(folder, manifest, f"score_{self.codec}", num_threads, xnnpack)
+        self.folder, self.manifest = folder, manifest
+        self.settings = (num_threads, xnnpack, delegate)
+        _load_delegates(delegate)  # a bad library fails here, not at the first image
+        stage_names = [f"stage_{k}" for k in range(1, self.num_exits + 1)]
+        exit_names = [f"exit_{k}" for k in range(1, self.num_exits + 1)]
+        # Known exits run exit_k.tflite (False: staged, as exports trimmed to their
+        # stages must; the benchmarks set it to compare the two).
+        self.monolithic = all(name in manifest["files"] for name in exit_names)
+        names = (stage_names + [f"score_{self.codec}"]
+                 + (exit_names if self.monolithic else []))
+        self._content = {name: checked_bytes(folder, manifest, name) for name in names}
+        self._models = {}
+        # Opened now: the score file is small, and LiteRT prints its once-per-process
+        # delegate line here, where a command line mutes native stderr, not mid-batch.
+        self.model(f"score_{self.codec}")
+
+    def model(self, name):
+        """The :class:`export.litert_model.TFLiteModel` of ``name`` (any file of the
+        export), opened on first use with the runner's threads and delegate (the
+        delegate goes to exit and stage files; score files stay on the CPU)."""
+        if name not in self._models:
+            threads, xnnpack, delegate = self.settings
+            self._models[name] = open_model(
+                self.folder, self.manifest, name, threads, xnnpack,
+                () if name.startswith("score_") else _load_delegates(delegate),
+                self._content.get(name))
+        return self._models[name]
+
+    @property
+    def stages(self):
+        """Every stage model, in order (opened now if not yet)."""
+        return [self.model(f"stage_{k}") for k in range(1, self.num_exits + 1)]
+
+    @property
+    def score(self):
+        """The score model of the runner's codec."""
+        return self.model(f"score_{self.codec}")
 
     def _maps(self, exit_tile):
         return self.score.run({"exit": Value(exit_tile[None, :, :, None])})["patches"].float()[0]
 
     def _stages(self, exit):
+        if exit is not None and self.monolithic:
+            model = self.model(f"exit_{exit}")
+
+            def run(tile):
+                # tiling.early_exit reads a forced exit as the exit-th value it draws
+                yield from [None] * (exit - 1)
+                yield model.run({"y": Value(tile[None, :, :, None])})["exit"].float()[0, :, :, 0]
+            return run
+        stages = [self.model(f"stage_{k}") for k in range(1, (exit or self.num_exits) + 1)]
+
         def run(tile):
-            for value in iterate_stages(self.stages[:exit], tile[None, :, :, None]):
+            for value in iterate_stages(stages, tile[None, :, :, None]):
                 yield value.float()[0, :, :, 0]
         return run
 

@@ -1,4 +1,5 @@
-"""Per-patch maps of the blind quality score (DESIGN §3), for a fixed-size TFLite model.
+"""Per-patch maps of the blind quality score, for a fixed-size TFLite model
+(docs/method.md, Quality score).
 
 :func:`rbqe_tf.iqa.quality_score` averages per-patch values over a whole image. The
 runner needs those values before the average: it scores only the patches inside

@@ -59,7 +59,8 @@ def qat_exporter(path, tile, codecs):
     """Exporter of a QAT run's fake-quantized graphs (thresholds: those of its --init).
 
     The Keras 3 model (configuration, MAC counts) is built before the QAT modules are
-    imported, as tfmot sets TF_USE_LEGACY_KERAS=1 on import (PITFALLS)."""
+    imported, as tfmot sets TF_USE_LEGACY_KERAS=1 on import (docs/method.md, Toolchain
+    notes)."""
     from export.exporter import Exporter
     from export.graphs import qat_graphs
     from rbqe_tf.qat_checkpoint import QATError, load_qat
@@ -172,8 +173,11 @@ def main(argv):
         for c in manifest["codecs"]))
     print(f"verified {mode} at {FLAGS.tile}×{FLAGS.tile} on {report['pairs']} validation "
           "pairs; per exit:")
-    for k, (vs, lost) in enumerate(zip(report["psnr_vs_float"], report["delta_psnr_lost"]), 1):
-        print(f"  exit {k}: PSNR vs float {vs:6.2f} dB, ΔPSNR lost {lost:+.4f} dB")
+    mono = zip(report["psnr_vs_float_monolithic"], report["delta_psnr_lost_monolithic"])
+    for k, (vs, lost, (m_vs, m_lost)) in enumerate(zip(report["psnr_vs_float"],
+                                                       report["delta_psnr_lost"], mono), 1):
+        print(f"  exit {k}: PSNR vs float {vs:6.2f} dB, ΔPSNR lost {lost:+.4f} dB (stages); "
+              f"{m_vs:6.2f} dB, {m_lost:+.4f} dB (exit_{k}.tflite)")
     print(f"wrote {len(manifest['files'])} models and {MANIFEST} to {FLAGS.out}")
     return 0
 

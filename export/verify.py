@@ -11,7 +11,8 @@
   (|ΔQ| ≤ ``SCORE_TOLERANCE``).
 - Reported, not enforced: per exit, the mean PSNR of the staged TFLite exits against
   the float exits and the mean ΔPSNR (float − TFLite, both against the ground truth)
-  on the validation pairs.
+  on the validation pairs; the same for the monolithic exit files, which the runner
+  runs when the exit is known before the network (the gain decision, a forced exit).
 """
 import numpy as np
 
@@ -99,8 +100,9 @@ def score_parity(models, codecs, ys, failures):
     return result
 
 
-def accuracy(graphs, stages, gt, comp, batch=8):
-    """Per exit: mean PSNR of staged TFLite vs float exits, mean ΔPSNR lost to TFLite."""
+def accuracy(graphs, stages, gt, comp, batch=8, exits=()):
+    """Per exit: mean PSNR of staged TFLite vs float exits, mean ΔPSNR lost to TFLite;
+    with ``exits`` (the exit_k models in order) the same for them (``…_monolithic``)."""
     num_exits = len(stages)
     floats = [[] for _ in range(num_exits)]
     for start in range(0, len(comp), batch):
@@ -111,12 +113,21 @@ def accuracy(graphs, stages, gt, comp, batch=8):
             values.update(zip(g.output_names[1:], outs[1:]))
             floats[k - 1].append(outs[0])
     floats = [np.concatenate(f) for f in floats]
-    vs_float, lost = np.zeros((2, num_exits, len(comp)))
+    vs_float, lost = np.zeros((2, 2, num_exits, len(comp)))
+
+    def record(kind, k, n, lite):
+        ref = floats[k - 1][n]
+        vs_float[kind, k - 1, n] = psnr(lite, ref)
+        lost[kind, k - 1, n] = psnr(ref, gt[n]) - psnr(lite, gt[n])
+
     for n, y in enumerate(comp):
         for k, out in enumerate(iterate_stages(stages, y[None]), 1):
-            lite, ref = out.float()[0], floats[k - 1][n]
-            vs_float[k - 1, n] = psnr(lite, ref)
-            lost[k - 1, n] = psnr(ref, gt[n]) - psnr(lite, gt[n])
-    return {"psnr_vs_float": [float(np.mean(v)) for v in vs_float],
-            "delta_psnr_lost": [float(np.mean(v)) for v in lost],
-            "pairs": len(comp)}
+            record(0, k, n, out.float()[0])
+        for k, model in enumerate(exits, 1):
+            record(1, k, n, model.run({"y": Value(y[None])})["exit"].float()[0])
+    report = {"psnr_vs_float": [float(np.mean(v)) for v in vs_float[0]],
+              "delta_psnr_lost": [float(np.mean(v)) for v in lost[0]], "pairs": len(comp)}
+    if exits:
+        report.update(psnr_vs_float_monolithic=[float(np.mean(v)) for v in vs_float[1]],
+                      delta_psnr_lost_monolithic=[float(np.mean(v)) for v in lost[1]])
+    return report

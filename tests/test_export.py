@@ -90,7 +90,9 @@ def test_export_writes_checked_files_and_manifest(root, mode):
     for name, value in report["parity"].items():
         assert value <= limit if limit else value >= verify.MIN_INT8_PSNR, (name, value)
     assert max(report["score_max_abs_dq"].values()) <= verify.SCORE_TOLERANCE
-    assert len(report["delta_psnr_lost"]) == 5
+    assert len(report["delta_psnr_lost"]) == len(report["delta_psnr_lost_monolithic"]) == 5
+    if mode.startswith("int8"):  # the monolithic files lose about what the stages lose
+        assert min(report["psnr_vs_float_monolithic"]) >= verify.MIN_INT8_PSNR
 
 
 def test_manifest_io_order_and_names_come_from_the_interpreter(root):

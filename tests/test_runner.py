@@ -261,3 +261,44 @@ def test_gain_decision_in_the_runner(root, tmp_path, mode):
     with pytest.raises(ManifestError, match=r"gain_jpeg.npz: missing \(listed in manifest.json\)"):
         Runner(str(tmp_path / "b"))
     assert Runner(export_tiny(mode, root)).decision == "image"  # no predictor: the score
+
+
+@pytest.mark.parametrize("mode,max_diff", [("fp32", 1), ("int8_full_int8_io", 2)])
+def test_known_exits_run_the_monolithic_file_as_the_stages_would(root, mode, max_diff):
+    image = _image((150, 130, 3), seed=8)  # 3×3 tiles of 64
+    monolithic = Runner(export_tiny(mode, root))
+    staged = Runner(export_tiny(mode, root))
+    staged.monolithic = False
+    for k in (1, 3, 5):
+        a, b = monolithic(image, exit=k), staged(image, exit=k)
+        assert a.exits == b.exits == [k]
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= max_diff
+    # a forced (or gain-decided) exit never opens a stage file
+    assert not any(name.startswith("stage_") for name in monolithic._models)
+
+
+def test_stage_hand_over_without_copies_matches_copies(root):
+    from export.litert_model import Value
+    from export.stages import iterate_stages
+    stages = Runner(export_tiny("int8_full_int8_io", root)).stages
+    rng = np.random.default_rng(9)
+    tiles = [rng.random((1, 64, 64, 1), np.float32) for _ in range(2)]
+
+    def copied(y):
+        values, exits = {"y": Value(y)}, []
+        for stage in stages:
+            values.update(stage.run({name: values[name] for name in stage.inputs}))
+            exits.append(values["exit"].data)
+        return exits
+
+    expected = [copied(y) for y in tiles]
+    # Two tiles exit by exit: each stage file runs for the second tile while the first
+    # still holds views of its outputs, which must be copied out first.
+    runs = [iterate_stages(stages, y) for y in tiles]
+    for k in range(len(stages)):
+        for run, want in zip(runs, expected):
+            np.testing.assert_array_equal(next(run).data, want[k])
+    del runs
+    for y, want in zip(tiles, expected):  # one tile alone, then the models run again
+        for got, exit_k in zip(iterate_stages(stages, y), want):
+            np.testing.assert_array_equal(got.data, exit_k)
