@@ -1,17 +1,18 @@
 """Peak memory and time of enhancing large colour images: the Keras path and the TFLite runner.
 
-For each ``--megapixels`` size, a 4:3 colour test image is made once (the sample photos
-tiled to that size and JPEG-compressed at quality 30, so the exits and scores behave
-as on a photo) and written as PNG. Each (path, size) then runs in a fresh process that
-reads the file, enhances it with early exit (``rbqe_tf.enhancer.Enhancer`` or
-``export.runner.Runner``, default tiling) and writes the result, as the command lines
-do; the process reports its peak RSS (``ru_maxrss``), the enhancement's wall and CPU
-time, the whole run's wall time, the exit and the tile count. ``--json`` writes
-the rows with the settings and the machine's load.
+For each ``--megapixels`` size (4:3) or ``HxW`` shape, a colour test image is made once
+(the sample photos tiled to that size and JPEG-compressed at quality 30, so the exits
+and scores behave as on a photo) and written as PNG. Each (path, size) then runs in a
+fresh process that reads the file, enhances it with early exit, or at ``--exit K``
+(``rbqe_tf.enhancer.Enhancer`` or ``export.runner.Runner``, default tiling) and writes
+the result, as the command lines do; the process reports its peak RSS (``ru_maxrss``),
+the enhancement's wall and CPU time, the whole run's wall time, the exit and the tile
+count. ``--json`` writes the rows with the settings and the machine's load.
 
     python -m benchmarks.large_images --megapixels 12,50 --models tflite_fp32 \\
         --json large_images.json
     python -m benchmarks.large_images --megapixels 0.5 --paths keras   # a quick check
+    python -m benchmarks.large_images --megapixels 512x512,12 --paths tflite --models DIR
 """
 import argparse
 import json
@@ -25,15 +26,24 @@ import time
 
 import numpy as np
 
+from rbqe_tf.files import write_text
+
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
 
 
-def make_image(megapixels, path):
-    """A 4:3 RGB photo-like image of ``megapixels`` (JPEG q30 artefacts), written as PNG."""
+def shape_of(size):
+    """``"HxW"`` → (H, W); megapixels (a number) → a 4:3 (H, W)."""
+    if "x" in size:
+        h, w = (int(n) for n in size.split("x"))
+        return h, w
+    w = int(round((float(size) * 1e6 * 4 / 3) ** 0.5))
+    return int(round(float(size) * 1e6 / w)), w
+
+
+def make_image(h, w, path):
+    """An RGB photo-like image of h×w (JPEG q30 artefacts), written as PNG."""
     from rbqe_tf.image_io import opencv, read_image, write_image
     cv2 = opencv()
-    w = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
-    h = int(round(megapixels * 1e6 / w))
     photos = [read_image(os.path.join(SAMPLES, n)) for n in sorted(os.listdir(SAMPLES))
               if n.endswith(".jpg")]
     photos = [p if p.ndim == 3 else np.repeat(p[:, :, None], 3, 2) for p in photos]
@@ -47,7 +57,6 @@ def make_image(megapixels, path):
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                             [cv2.IMWRITE_JPEG_QUALITY, 30])
     write_image(path, cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
-    return h, w
 
 
 def run_one(args):
@@ -75,7 +84,7 @@ def run_one(args):
     image = read_image(args.image)
     rows, cols = (tiling.layout(n, tile, overlap, multiple) for n in image.shape[:2])
     t0, c0 = time.perf_counter(), time.process_time()
-    result = enhancer(image)
+    result = enhancer(image, exit=args.exit)
     enhance_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     write_image(args.out, result.image, overwrite=True)
     print(json.dumps({
@@ -90,7 +99,8 @@ def run_one(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--megapixels", default="12,50", help="comma-separated sizes (default 12,50)")
+    p.add_argument("--megapixels", default="12,50", help="comma-separated sizes in megapixels "
+                   "(4:3) or HxW shapes (default 12,50)")
     p.add_argument("--paths", default="keras,tflite", help="keras and/or tflite")
     p.add_argument("--weights", help="Keras model (default: the shipped JPEG model)")
     p.add_argument("--models", help="TFLite export folder (python -m export.tflite); "
@@ -99,6 +109,7 @@ def main():
     p.add_argument("--overlap", type=int, help="tile overlap margin (default: each path's)")
     p.add_argument("--cache_mb", type=float, help="feature cache (default: each path's)")
     p.add_argument("--threads", type=int, default=2, help="runner threads (default 2)")
+    p.add_argument("--exit", type=int, help="force this exit (default: each path's decision)")
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--one", choices=("keras", "tflite"), help=argparse.SUPPRESS)
     p.add_argument("--image", help=argparse.SUPPRESS)
@@ -111,15 +122,16 @@ def main():
         p.error("the tflite path needs --models (an export folder)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for mp in (float(m) for m in args.megapixels.split(",")):
-            image = os.path.join(tmp, f"{mp}mp.png")
-            h, w = make_image(mp, image)
-            print(f"{mp} MP: {h}×{w} test image", flush=True)
+        for mp in args.megapixels.split(","):
+            image = os.path.join(tmp, f"{mp}.png")
+            h, w = shape_of(mp)
+            make_image(h, w, image)
+            print(f"{mp}: {h}×{w} test image", flush=True)
             for path in paths:
                 cmd = [sys.executable, "-m", "benchmarks.large_images", "--one", path,
                        "--image", image, "--out", os.path.join(tmp, "out.png"),
                        "--threads", str(args.threads)]
-                for flag in ("weights", "models", "tile", "overlap", "cache_mb"):
+                for flag in ("weights", "models", "tile", "overlap", "cache_mb", "exit"):
                     if getattr(args, flag) is not None:
                         cmd += [f"--{flag}", str(getattr(args, flag))]
                 proc = subprocess.run(cmd, capture_output=True, text=True,
@@ -135,11 +147,11 @@ def main():
                       f"{row['enhance_s']:.1f} s (CPU {row['enhance_cpu_s']:.1f} s), exit "
                       f"{row['exit']}, {row['tiles']} tiles of {row['tile']}", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows, "settings": {k: v for k, v in vars(args).items()
-                                                  if k not in ("one", "image", "out", "json")},
-                       "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                   "load_1min": os.getloadavg()[0]}}, f, indent=2)
+        write_text(args.json, json.dumps(
+            {"rows": rows, "settings": {k: v for k, v in vars(args).items()
+                                        if k not in ("one", "image", "out", "json")},
+             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                         "load_1min": os.getloadavg()[0]}}, indent=2) + "\n")
     return 1 if any("failed" in r for r in rows) else 0
 
 

@@ -1,13 +1,18 @@
-"""The benchmark's mixed-quality image set: files from a folder, or generated scenes
-JPEG-compressed at several quality factors (needs OpenCV either way)."""
+"""The benchmark's mixed-quality image set: files from a folder, lossless photos
+JPEG-compressed at the quality factors users meet (``mixed_set``), or generated scenes
+(needs OpenCV in every case)."""
 import os
 
 import numpy as np
 
-from rbqe_tf.batch import IMAGE_EXTENSIONS
+from rbqe_tf.batch import IMAGE_EXTENSIONS, expand_inputs
+from rbqe_tf.color import rgb_to_y_uint8
 from rbqe_tf.image_io import read_image
 
 GENERATED_QUALITIES = (10, 30, 50, 70, 90, None)  # None: the uncompressed scene
+# QF 10-95 and uncompressed: light inputs as well as heavy ones, so a saving reflects
+# real routing (the gain decision leaves light ones at exit 0)
+MIXED_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, None)
 
 
 def _opencv():
@@ -45,6 +50,11 @@ def _scenes(size):
             "texture": np.clip(texture, 0, 255).astype(np.uint8)}
 
 
+def _jpeg(cv2, y, quality):
+    ok, data = cv2.imencode(".jpg", y, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+
 def generated_set(size, qualities=GENERATED_QUALITIES):
     """[(name, image)]: each scene JPEG-compressed (OpenCV) at each quality factor (None:
     as it is), so the early-exit figures see light inputs as well as heavy ones."""
@@ -55,8 +65,32 @@ def generated_set(size, qualities=GENERATED_QUALITIES):
             if q is None:
                 images.append((f"{name}_none", scene))
                 continue
-            ok, data = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, q])
-            images.append((f"{name}_q{q}", cv2.imdecode(data, cv2.IMREAD_UNCHANGED)))
+            images.append((f"{name}_q{q}", _jpeg(cv2, scene, q)))
+    return images
+
+
+def mixed_set(folder, size, count, qualities=MIXED_QUALITIES):
+    """[(name, image)]: the centre crop (at most ``size``×``size``) of the Y plane (BT.601)
+    of ``count`` lossless images under ``folder`` (recursive, evenly spread over the
+    sorted list, so every subfolder contributes), JPEG-coded by OpenCV at each quality
+    (None: as it is). Use training images: the figures describe timing, and validation
+    images are kept for quality figures."""
+    cv2 = _opencv()
+    files = expand_inputs([folder], recursive=True).files
+    if not files:
+        return []
+    picks = sorted({int(i) for i in np.linspace(0, len(files) - 1, min(count, len(files)))})
+    images = []
+    for i in picks:
+        image = read_image(files[i].path)
+        y = image if image.ndim == 2 else rgb_to_y_uint8(image[..., :3])
+        if y.dtype != np.uint8:
+            raise ValueError(f"{files[i].path}: the mixed set needs 8-bit images")
+        top, left = (max(0, (n - size) // 2) for n in y.shape)
+        y = np.ascontiguousarray(y[top:top + size, left:left + size])
+        stem = files[i].name.replace(os.sep, "_")
+        images += [(f"{stem}_{'none' if q is None else f'q{q}'}",
+                    y if q is None else _jpeg(cv2, y, q)) for q in qualities]
     return images
 
 

@@ -7,14 +7,21 @@ measured on this device (ai-edge-litert + NumPy; OpenCV only for the image set).
    (``export.stages``, features passed on), timed alternately → ratio; and the stage
    files' invokes alone, which separates their compute from passing features on.
 3. The quality-score model's cost, and its ratio to a full exit-K pass.
-4. A mixed-quality image set (``--images DIR``, else generated: three scenes JPEG-coded
-   at QF 10–90 and as they are) through ``export.runner.Runner`` with the export's own
+4. A mixed-quality image set through ``export.runner.Runner`` with the export's own
    decision (the gain decision where it carries a predictor): early exit vs always
    exit K — mean ms per image, exit histogram 0..K, MACs per image (tiles × the
-   manifest's MACs; exit 0 runs no stage).
+   manifest's MACs; exit 0 runs no stage). ``--mixed DIR`` makes the set from lossless
+   photos (JPEG QF 10–95 and uncompressed, ``bench_images.mixed_set``), ``--images DIR``
+   takes files as they are, else generated scenes are used. A saving measured while
+   every image took one exit says nothing about routing: it is flagged, and its target
+   is not counted as met.
 5. Peak resident memory; energy per image from battery counters with
    ``--energy_seconds`` (``export.energy``), else MACs per image as the proxy.
 6. With ``--op_profile exit_5``: time per op and op type (``export.op_profile``).
+
+``--baseline DIR`` times another export (e.g. the one before a change) in the same
+rounds: every model file both folders hold, and each image of the set through both
+runners, interleaved, so the ratios (medians, new / baseline) share the background load.
 
 ``--print_commands`` prints the official ``benchmark_model`` command lines for the
 export instead, and ``--parse_logs DIR`` turns their logs into the same kind of JSON
@@ -29,13 +36,12 @@ import sys
 import time
 
 import numpy as np
-from ai_edge_litert.interpreter import load_delegate
 
 from export import benchmark_model, op_profile
-from export.bench_images import GENERATED_QUALITIES, folder_set, generated_set
+from export.bench_images import GENERATED_QUALITIES, folder_set, generated_set, mixed_set
 from export.energy import DEFAULT_ROOT, EnergyMeter
 from export.latency import Progress, cpu_count, peak_rss_mb, time_round_robin
-from export.litert_model import ModelError, Value, open_model
+from export.litert_model import ModelError, Value
 from export.manifest import ManifestError, checked_path, read_manifest
 from export.op_macs import read_op_macs
 from export.runner import Runner
@@ -44,9 +50,11 @@ from rbqe_tf import tiling
 from rbqe_tf.files import write_text
 from rbqe_tf.image_io import ImageError
 
-# The issue's targets (int8, 2 threads, 512×512 on the development CPU).
+# The targets of docs/benchmarks.md (int8, 2 threads, 512×512 on the development CPU);
+# the millisecond ones apply at that tile only.
 TARGETS = {"staged_over_monolithic": 1.05, "score_over_full_pass": 0.05,
-           "early_exit_over_always_last": 0.7}
+           "early_exit_over_always_last": 0.5}
+TILE_TARGETS = {512: {"exit_5_ms": 100.0, "exit_1_ms": 40.0}}
 
 
 def _parser():
@@ -56,7 +64,14 @@ def _parser():
     p.add_argument("--images", help="folder of compressed test images (default: generated "
                    f"scenes at JPEG QF {', '.join(str(q) for q in GENERATED_QUALITIES if q)} "
                    "and uncompressed)")
-    p.add_argument("--size", type=int, help="side of the generated images (default: the tile)")
+    p.add_argument("--mixed", help="folder of lossless images (recursive) to make the set "
+                   "from: Y crops JPEG-coded at QF 10-95 and uncompressed (use training images)")
+    p.add_argument("--mixed_images", type=int, default=4,
+                   help="--mixed: this many source images (default 4; 11 variants each)")
+    p.add_argument("--size", type=int, help="side of the generated images and --mixed crops "
+                   "(default: the tile)")
+    p.add_argument("--baseline", help="another export folder to time interleaved with "
+                   "--models (ratios new / baseline)")
     p.add_argument("--codec", choices=("jpeg", "hevc"), help="score model and threshold "
                    "(default: the export's first codec)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
@@ -137,25 +152,27 @@ class Bench:
         self.k = self.manifest["num_exits"]
         self.runner = Runner(self.folder, self.codec, None, args.threads, args.xnnpack,
                              args.delegate)
-        # The runner's own stage and score interpreters are timed too (no second copy).
-        self.models = {f"stage_{k}": stage for k, stage in enumerate(self.runner.stages, 1)}
-        self.models[f"score_{self.codec}"] = self.runner.score
-        for name in self.manifest["files"]:
-            if name not in self.models:
-                delegates = ((load_delegate(args.delegate),) if args.delegate
-                             and not name.startswith("score_") else ())
-                self.models[name] = open_model(self.folder, self.manifest, name, args.threads,
-                                               args.xnnpack, delegates)
-        self.models = {name: self.models[name] for name in self.manifest["files"]}
+        # The runner's own interpreters are timed (no second copy of any model).
+        self.models = {name: self.runner.model(name) for name in self.manifest["files"]}
+        self.base = args.baseline and Runner(args.baseline, self.codec, None, args.threads,
+                                             args.xnnpack, args.delegate)
+        self.base_models = {} if not self.base else {
+            name: self.base.model(name) for name in self.base.manifest["files"]
+            if name in self.models}
+        if self.base and self.base.tile != self.runner.tile:
+            raise ManifestError(f"--baseline {args.baseline}: tile {self.base.tile}, "
+                                f"--models has {self.runner.tile}")
         self.op_profile = [n for n in args.op_profile.split(",") if n]
         unknown = [n for n in self.op_profile if n not in self.manifest["files"]]
         if unknown:
             raise ManifestError(f"--op_profile: {args.models} has no model {', '.join(unknown)}"
                                 f" (it has {', '.join(self.manifest['files'])})")
+        size = args.size or self.manifest["tile"]
         self.images = (folder_set(args.images) if args.images else
-                       generated_set(args.size or self.manifest["tile"]))
+                       mixed_set(args.mixed, size, args.mixed_images) if args.mixed else
+                       generated_set(size))
         if not self.images:
-            raise ImageError(f"{args.images}: no image files")
+            raise ImageError(f"{args.images or args.mixed}: no image files")
 
     def _macs(self, name):
         kind, _, k = name.partition("_")
@@ -163,17 +180,27 @@ class Bench:
         return self.manifest["macs"][per][int(k) - 1] if per else 0
 
     def model_files(self):
-        rng = np.random.default_rng(0)
+        """→ (stats per model, baseline comparison or None); baseline files run in the
+        same rounds as the new ones."""
         calls = {}
-        for name, model in self.models.items():
-            model.run(_random_feeds(model, rng))  # inputs stay set; invokes are timed
-            calls[name] = model.interpreter.invoke
+        for prefix, models in (("", self.models), ("baseline/", self.base_models)):
+            rng = np.random.default_rng(0)
+            for name, model in models.items():
+                model.run(_random_feeds(model, rng))  # inputs stay set; invokes are timed
+                calls[prefix + name] = model.interpreter.invoke
         stats = time_round_robin(calls, self.args.runs, self.args.warmup)
-        for name, s in stats.items():
+        files = {name: stats[name] for name in self.models}
+        for name, s in files.items():
             s["macs"] = self._macs(name)
             s["gmacs_per_s"] = _gmacs(s["macs"], s["median_ms"])
             s["bytes"] = self.manifest["files"][name]["bytes"]
-        return stats
+        if not self.base:
+            return files, None
+        return files, {name: {"median_ms": files[name]["median_ms"],
+                              "baseline_median_ms": stats["baseline/" + name]["median_ms"],
+                              "ratio": files[name]["median_ms"]
+                              / stats["baseline/" + name]["median_ms"]}
+                       for name in self.base_models}
 
     def staged_vs_monolithic(self, progress):
         tile = self.manifest["tile"]
@@ -210,39 +237,58 @@ class Bench:
 
     def early_exit(self, progress):
         per_exit = self.manifest["macs"]["per_exit"]
+        runners = {"": self.runner, **({"baseline_": self.base} if self.base else {})}
         image = self.images[0][1]
-        self.runner(image), self.runner(image, exit=self.k)  # warm-up
+        for runner in runners.values():  # warm-up (opens the models the set needs first)
+            runner(image), runner(image, exit=self.k)
         records = []
         for name, image in self.images:
-            early, full = [], []
+            times = {f"{p}{mode}": [] for p in runners for mode in ("early_ms", "always_last_ms")}
+            exits = {}
             for _ in range(self.args.image_repeats):
-                result = self.runner(image)
-                early.append(result.ms)
-                full.append(self.runner(image, exit=self.k).ms)
+                for prefix, runner in runners.items():  # interleaved, so both see one load
+                    result = runner(image)
+                    exits[prefix] = result
+                    times[f"{prefix}early_ms"].append(result.ms)
+                    times[f"{prefix}always_last_ms"].append(runner(image, exit=self.k).ms)
+            result = exits[""]
             tiles = self._tiles(image)
             records.append({"image": name, "shape": list(image.shape), "tiles": tiles,
                             "exit": result.exit, "scores": result.scores[0],
                             "gains": result.gains,
-                            "early_ms": float(np.median(early)),
-                            "always_last_ms": float(np.median(full)),
+                            **{key: float(np.median(t)) for key, t in times.items()},
                             # exit 0 runs no stage (the gain look is ~0.1 % of exit 5)
                             "macs": tiles * per_exit[result.exit - 1] if result.exit else 0,
                             "always_last_macs": tiles * per_exit[-1]})
+            if self.base:
+                records[-1]["baseline_exit"] = exits["baseline_"].exit
             progress.step(f"{name}: exit {result.exit}, {records[-1]['early_ms']:.0f} ms vs "
                           f"{records[-1]['always_last_ms']:.0f} ms")
         mean = {key: float(np.mean([r[key] for r in records]))
-                for key in ("early_ms", "always_last_ms", "macs", "always_last_macs")}
-        return {"source": self.args.images or "generated", "count": len(records),
+                for key in records[0] if key.endswith(("_ms", "macs"))}
+        histogram = {str(k): sum(r["exit"] == k for r in records) for k in range(0, self.k + 1)}
+        taken = [k for k, n in histogram.items() if n]
+        out = {"source": self.args.images or self.args.mixed or "generated",
+               "count": len(records),
                 "threshold": self.runner.threshold, "decision": self.runner.decision,
                 "gain_rule": self.runner.gain and {k: self.runner.gain[k]
                                                    for k in ("margin", "tolerance")},
                 "mean_ms": mean["early_ms"], "always_last_mean_ms": mean["always_last_ms"],
                 "ratio": mean["early_ms"] / mean["always_last_ms"],
-                "histogram": {str(k): sum(r["exit"] == k for r in records)
-                              for k in range(0, self.k + 1)},
+                "histogram": histogram,
+                # every image at one exit: the saving describes that exit, not routing
+                "one_exit": len(taken) == 1 and len(records) > 1,
                 "macs_per_image": mean["macs"], "always_last_macs_per_image":
                 mean["always_last_macs"], "macs_ratio": mean["macs"] / mean["always_last_macs"],
                 "images": records}
+        if self.base:
+            out["baseline"] = {
+                "folder": self.args.baseline, "mean_ms": mean["baseline_early_ms"],
+                "always_last_mean_ms": mean["baseline_always_last_ms"],
+                "early_ratio": mean["early_ms"] / mean["baseline_early_ms"],
+                "always_last_ratio": mean["always_last_ms"] / mean["baseline_always_last_ms"],
+                "same_exits": sum(r["exit"] == r["baseline_exit"] for r in records)}
+        return out
 
     def energy(self, early, progress):
         proxy = {"macs_per_image": early["macs_per_image"],
@@ -279,7 +325,7 @@ class Bench:
     def run(self):
         progress = Progress(1 + self.k + len(self.images) + len(self.op_profile)
                             + (2 if self.args.energy_seconds > 0 else 0))
-        files = self.model_files()
+        files, baseline = self.model_files()
         progress.step(f"{len(files)} model files timed")
         exits = self.staged_vs_monolithic(progress)
         early = self.early_exit(progress)
@@ -304,7 +350,10 @@ class Bench:
             "host": _host(),
             "models": files, "exits": exits, "score": self.score(files),
             "early_exit": early, "energy": energy,
-            "memory": {"peak_rss_mb": rss, "source": rss_source},
+            "memory": {"peak_rss_mb": rss, "source": rss_source,
+                       "what": "this benchmark process (every model file open)"},
+            "baseline": baseline and {"folder": self.args.baseline, "models": baseline,
+                                      "early_exit": early.get("baseline")},
             "ops": {full: read_op_macs(checked_path(self.folder, self.manifest, full))},
             "op_profile": profiles,
         }
@@ -313,12 +362,21 @@ class Bench:
 
 
 def targets(result):
-    """The issue's targets with the measured values (met: whether each holds)."""
+    """The targets with the measured values (met: whether each holds; None for an
+    early-exit saving measured with every image at one exit)."""
     worst = max(r["ratio"] for r in result["exits"])
     values = {"staged_over_monolithic": worst, "score_over_full_pass": result["score"]["ratio"],
               "early_exit_over_always_last": result["early_exit"]["ratio"]}
-    return {name: {"value": v, "limit": TARGETS[name], "met": v <= TARGETS[name]}
-            for name, v in values.items()}
+    limits = dict(TARGETS)
+    for name, limit in TILE_TARGETS.get(result["export"]["tile"], {}).items():
+        values[name] = result["models"][name[:-3]]["median_ms"]
+        limits[name] = limit
+    out = {name: {"value": v, "limit": limits[name], "met": v <= limits[name]}
+           for name, v in values.items()}
+    if result["early_exit"]["one_exit"]:
+        out["early_exit_over_always_last"].update(
+            met=None, flag="every image took one exit: not a routing figure")
+    return out
 
 
 def _host():
@@ -365,7 +423,9 @@ def markdown(result):
               f"{_f(ee['mean_ms'])} ms per image vs {_f(ee['always_last_mean_ms'])} ms always "
               f"at the last exit (ratio {ee['ratio']:.3f}); {_f(ee['macs_per_image'] / 1e9, 3)} vs "
               f"{_f(ee['always_last_macs_per_image'] / 1e9, 3)} GMAC per image "
-              f"(ratio {ee['macs_ratio']:.3f}); exits: {hist}.", ""]
+              f"(ratio {ee['macs_ratio']:.3f}); exits: {hist}."
+              + (" **Flagged: every image took one exit, so this saving is that exit's "
+                 "cost, not routing.**" if ee["one_exit"] else ""), ""]
     en = result["energy"]
     lines.append("Energy: " + (
         f"{en['early_exit']['joules_per_image']:.3f} J per image with early exit vs "
@@ -374,13 +434,31 @@ def markdown(result):
         f"not available ({en['reason']}); proxy: MACs per image above."))
     for profile in result["op_profile"].values():
         lines += ["", "Op-level profile: " + op_profile.markdown(profile).rstrip("\n")]
+    if result.get("baseline"):
+        lines += ["", *baseline_markdown(result["baseline"])]
     mem = result["memory"]
-    lines += ["", f"Peak RSS: {_f(mem['peak_rss_mb'])} MiB ({mem['source']}).", "",
-              "| target | value | limit | met |", "|---|---|---|---|"]
+    lines += ["", f"Peak RSS: {_f(mem['peak_rss_mb'])} MiB ({mem['source']}; {mem['what']}).",
+              "", "| target | value | limit | met |", "|---|---|---|---|"]
     for name, t in result["targets"].items():
-        lines.append(f"| {name} | {t['value']:.3f} | ≤ {t['limit']} | "
-                     f"{'yes' if t['met'] else 'no'} |")
+        met = {True: "yes", False: "no", None: f"flagged ({t.get('flag')})"}[t["met"]]
+        lines.append(f"| {name} | {t['value']:.3f} | ≤ {t['limit']} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def baseline_markdown(baseline):
+    """Lines comparing the export with ``--baseline`` (medians of the same rounds)."""
+    lines = [f"Against the baseline `{baseline['folder']}` (timed in the same rounds; "
+             "ratio = new / baseline medians):", "",
+             "| model | new ms | baseline ms | ratio |", "|---|---|---|---|"]
+    for name, m in baseline["models"].items():
+        lines.append(f"| {name} | {_f(m['median_ms'])} | {_f(m['baseline_median_ms'])} | "
+                     f"{m['ratio']:.3f} |")
+    ee = baseline["early_exit"]
+    lines += ["", f"Image set through both runners: early exit {_f(ee['mean_ms'])} ms per "
+              f"image with the baseline (new / baseline {ee['early_ratio']:.3f}), always the "
+              f"last exit {_f(ee['always_last_mean_ms'])} ms (ratio "
+              f"{ee['always_last_ratio']:.3f}); same exit for {ee['same_exits']} images."]
+    return lines
 
 
 def logs_result(folder, manifest=None):
@@ -442,8 +520,13 @@ def main(argv=None):
                 return 0
             if args.runs < 1 or args.warmup < 0 or args.image_repeats < 1:
                 return fail("--runs and --image_repeats must be ≥ 1, --warmup ≥ 0")
-            if args.images and not os.path.isdir(args.images):
-                return fail(f"--images {args.images}: no such folder")
+            for flag in ("images", "mixed", "baseline"):
+                if getattr(args, flag) and not os.path.isdir(getattr(args, flag)):
+                    return fail(f"--{flag} {getattr(args, flag)}: no such folder")
+            if args.images and args.mixed:
+                return fail("--images and --mixed are two image sets: give one")
+            if args.mixed_images < 1:
+                return fail("--mixed_images must be ≥ 1")
             if args.delegate and not os.path.isfile(args.delegate):
                 return fail(f"--delegate {args.delegate}: no such file")
             result = Bench(args, "python -m export.benchmark " + shlex.join(argv)).run()

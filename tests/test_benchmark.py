@@ -106,16 +106,32 @@ def test_edge_figures_page_from_harness_runs(generated_run):
            "issue_setup": False, "model_config": {"features": 4}, "seconds": 9.0,
            "export_seconds": 1.0,
            "macs_per_exit": [r["macs"] for r in result["exits"]],
-           "configs": {"fp32 t1": summary}, "targets": {"config": "fp32, 1 threads",
-                                                        "values": result["targets"]},
+           "configs": {"fp32 t1": summary}, "raw": {"fp32_t1": result},
+           "targets": {"config": "fp32, 1 threads", "key": "fp32_t1",
+                       "values": {**result["targets"], **edge_figures.extra_targets(
+                           {"exits": [{"runner_ratio": 1.01}, {"runner_ratio": 0.99}]},
+                           [{"shape": [512, 512, 3], "peak_rss_mb": 450.0}])}},
            "profile": {"config": "fp32, 1 threads", **edge_figures.harness_profile(result)}}
     page = edge_figures.markdown(res)
+    assert "| runner with the exit known (gain decision) / monolithic exit k, worst k | " \
+        "1.010 | ≤ 1.05 | yes |" in page
+    assert "| runner peak RSS at 512² (MB), worst exit | 450.000 | ≤ 400 | no |" in page
+    assert f"Early exit: 18 images from `generated` ({result['early_exit']['decision']}" in page
     assert "## Op-level profile of exit_1 (fp32, 1 threads; one-op models" in page
     assert "| CONV_2D | " in page
     assert "python -m benchmarks.edge_figures --tile 64" in page and "115 GMAC/s" in page
     assert "**Not the issue's setup**" in page and "features 4, tile 64" in page
     row = next(line for line in page.splitlines() if line.startswith("| 5 |"))
     assert f"{summary['exit_ms'][-1]:.1f}" in row
+
+
+def test_edge_figures_keep_the_sections_below_the_marker(tmp_path):
+    from benchmarks import edge_figures
+    page = tmp_path / "b.md"
+    assert edge_figures.kept_sections(str(page)) == "\n" + edge_figures.KEPT_MARKER + "\n"
+    page.write_text("# old figures\n\n" + edge_figures.KEPT_MARKER + "\n\n## Notes\nkept\n")
+    assert edge_figures.kept_sections(str(page)) == (
+        "\n" + edge_figures.KEPT_MARKER + "\n\n## Notes\nkept\n")
 
 
 @pytest.mark.slow
@@ -134,6 +150,48 @@ def test_harness_on_an_image_folder_counts_tiles(root, tmp_path):
     # 64-pixel tiles overlapping by 2×8: 100 and 90 pixels need 2 tiles each.
     assert [(i["image"], i["tiles"]) for i in ee["images"]] == [("a.png", 4), ("b.png", 1)]
     assert ee["always_last_macs_per_image"] == (4 + 1) / 2 * per_exit[-1]
+
+
+@pytest.mark.slow
+def test_mixed_set_with_a_baseline_export(root, tmp_path):
+    folder = export_tiny("fp32", root)
+    photos = tmp_path / "photos" / "sub"
+    photos.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    write_image(photos / "a.png", rng.integers(0, 256, (80, 100, 3), dtype=np.uint8))
+    write_image(photos.parent / "b.png", rng.integers(0, 256, (50, 40), dtype=np.uint8))
+    out = tmp_path / "b.json"
+    assert benchmark.main(["--models", folder, "--baseline", folder, "--mixed",
+                           str(tmp_path / "photos"), "--runs", "1", "--warmup", "0",
+                           "--threads", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    ee = result["early_exit"]
+    assert ee["count"] == 2 * 11 and ee["source"] == str(tmp_path / "photos")
+    shapes = {i["image"].rsplit("_", 1)[0]: i["shape"] for i in ee["images"]}
+    assert shapes == {"b": [50, 40], "sub_a": [64, 64]}  # Y crops of at most the tile
+    assert {i["image"].rsplit("_", 1)[1] for i in ee["images"]} == {
+        "none", *(f"q{q}" for q in (10, 20, 30, 40, 50, 60, 70, 80, 90, 95))}
+    assert ee["one_exit"] == (sum(n > 0 for n in ee["histogram"].values()) == 1)
+    base = result["baseline"]
+    assert set(base["models"]) == set(result["models"])
+    for m in base["models"].values():
+        assert m["ratio"] == pytest.approx(m["median_ms"] / m["baseline_median_ms"])
+    assert base["early_exit"]["same_exits"] == 22  # the same export routes the same way
+    assert base["early_exit"]["early_ratio"] == pytest.approx(
+        ee["mean_ms"] / base["early_exit"]["mean_ms"])
+
+
+def test_a_saving_with_every_image_at_one_exit_is_flagged():
+    result = {"exits": [{"ratio": 1.0}], "score": {"ratio": 0.01},
+              "export": {"tile": 512}, "models": {"exit_5": {"median_ms": 90.0},
+                                                  "exit_1": {"median_ms": 50.0}},
+              "early_exit": {"ratio": 0.2, "one_exit": True}}
+    targets = benchmark.targets(result)
+    assert targets["early_exit_over_always_last"]["met"] is None
+    assert "one exit" in targets["early_exit_over_always_last"]["flag"]
+    assert targets["exit_5_ms"]["met"] and not targets["exit_1_ms"]["met"]
+    result["early_exit"]["one_exit"] = False
+    assert benchmark.targets(result)["early_exit_over_always_last"]["met"]
 
 
 def test_bad_input_is_one_error_line(tmp_path, capsys):
