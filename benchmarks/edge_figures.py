@@ -17,7 +17,8 @@ timed by the harness (``export.op_profile``), or ``benchmark_model
 harness's early-exit figures come from lossless photos JPEG-coded at QF 10–95 and left
 uncompressed (``export.bench_images.mixed_set``; use training images), through the
 decision the export ships. The target configuration also gets the stage hand-over
-comparison (``benchmarks.stage_handover``) and, with ``--memory_shapes``, the runner's
+comparison (``benchmarks.stage_handover``), the gain decision's cost
+(``benchmarks.decision_cost``) and, with ``--memory_shapes``, the runner's
 peak RSS in a fresh process per image shape (``benchmarks.large_images``).
 
 The page ends with the targets (met or not). Everything below the line
@@ -172,6 +173,20 @@ def handover_run(args, folder, threads):
             return json.load(f)
 
 
+def decision_run(args, folder, threads):
+    """benchmarks.decision_cost on ``folder`` (None without a gain predictor) → its JSON."""
+    from export.manifest import read_manifest
+    if not read_manifest(folder).get("gain"):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "d.json")
+        _run([sys.executable, "-m", "benchmarks.decision_cost", "--models", folder,
+              "--threads", str(threads), "--runs", str(max(args.runs, 5)), "--sizes",
+              f"{args.tile},{args.tile * 2}", "--json", path])
+        with open(path) as f:
+            return json.load(f)
+
+
 def memory_run(args, folder, threads):
     """benchmarks.large_images (runner only, exit 5 forced and the decision's own) →
     its rows."""
@@ -307,6 +322,19 @@ def markdown(res):
             lines.append(f"| {r['exit']} | {r['monolithic']['median_ms']:.1f} | "
                          + " | ".join(f"{r[n + '_ratio']:.3f}" for n in
                                       ("copies", "views", "runner", "runner_staged")) + " |")
+    decision = res.get("decision")
+    if decision:
+        lines += ["", "## Gain decision cost (`python -m benchmarks.decision_cost`, one "
+                  "interleaved run)", "",
+                  "The float NumPy predictor the export ships, on a random gray image. NumPy's "
+                  "bundled OpenBLAS splits its small DCT products over both cores; the runner "
+                  "keeps it on one thread for the decision (`export.runner.one_blas_thread`; "
+                  "same decisions, checked).", "",
+                  "| image | default BLAS threads ms | one thread ms | ratio |",
+                  "|---|---|---|---|"]
+        for r in decision["rows"]:
+            lines.append(f"| {r['size']}² | {r['default']['median_ms']:.1f} | "
+                         f"{r['one_thread']['median_ms']:.1f} | {r['ratio']:.3f} |")
     memory = res.get("memory")
     if memory:
         lines += ["", "## Runner peak memory (`python -m benchmarks.large_images`, "
@@ -461,6 +489,7 @@ def main(argv=None):
         cfg.setdefault("gmacs_per_s", res["macs_per_exit"][-1] / cfg["exit_ms"][-1] / 1e6)
     key = f"{target_mode}_t{max(threads)}"
     res["handover"] = handover_run(args, folders[target_mode], max(threads))
+    res["decision"] = decision_run(args, folders[target_mode], max(threads))
     res["memory"] = (memory_run(args, folders[target_mode], max(threads))
                      if args.memory_shapes else None)
     res["targets"] = {"config": f"{target_mode}, {max(threads)} threads", "key": key,

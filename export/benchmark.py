@@ -257,7 +257,7 @@ class Bench:
                             "exit": result.exit, "scores": result.scores[0],
                             "gains": result.gains,
                             **{key: float(np.median(t)) for key, t in times.items()},
-                            # exit 0 runs no stage (the gain look is ~0.1 % of exit 5)
+                            # exit 0 runs no stage (the decision itself is in the ms)
                             "macs": tiles * per_exit[result.exit - 1] if result.exit else 0,
                             "always_last_macs": tiles * per_exit[-1]})
             if self.base:

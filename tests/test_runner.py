@@ -15,14 +15,8 @@ from export.runner import Runner
 from rbqe_tf import iqa, tiling
 from rbqe_tf.enhancer import Enhancer
 from rbqe_tf.image_io import read_image, write_image
-from test_export import export_tiny, tiny_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "tiny_exports"
 
 
 def _image(shape, seed=0, dtype=np.uint8):
@@ -43,10 +37,11 @@ def _thresholds(scores):
 
 @pytest.mark.parametrize("mode,max_diff,mean_diff", [("fp32", 1, 0.01),
                                                       ("int8_full_int8_io", 8, 1.0)])
-def test_runner_matches_keras_enhancer_on_an_odd_colour_image(root, mode, max_diff, mean_diff):
+def test_runner_matches_keras_enhancer_on_an_odd_colour_image(mode, max_diff, mean_diff,
+                                                              export_tiny, tiny_model):
     image = _image((61, 53, 3), seed=3)  # pads to one 64×64 tile, like the Enhancer
-    runner = Runner(export_tiny(mode, root), "jpeg", threshold=1.01)
-    enhancer = Enhancer(tiny_model(), "jpeg", threshold=1.01)
+    runner = Runner(export_tiny(mode), "jpeg", threshold=1.01)
+    enhancer = Enhancer(tiny_model, "jpeg", threshold=1.01)
     keras_scores = enhancer(image).scores
     assert len(set(np.round(keras_scores, 3))) > 1, keras_scores
     np.testing.assert_allclose(runner(image).scores[0], keras_scores,
@@ -60,10 +55,10 @@ def test_runner_matches_keras_enhancer_on_an_odd_colour_image(root, mode, max_di
                                                                     diff.mean())
 
 
-def test_forced_exits_match_keras(root):
+def test_forced_exits_match_keras(export_tiny, tiny_model):
     image = _image((64, 40), seed=4)
-    runner = Runner(export_tiny("fp32", root), "hevc")
-    enhancer = Enhancer(tiny_model(), "hevc")
+    runner = Runner(export_tiny("fp32"), "hevc")
+    enhancer = Enhancer(tiny_model, "hevc")
     for k in (1, 3, 5):
         result = runner(image, exit=k)
         assert result.exits == [k] and result.scores == [[]]
@@ -72,9 +67,9 @@ def test_forced_exits_match_keras(root):
 
 @pytest.mark.parametrize("shape,dtype", [((37, 53), np.uint16), ((33, 31, 4), np.uint8),
                                          ((1, 1), np.uint8), ((70, 130, 3), np.uint8)])
-def test_any_size_mode_and_depth_round_trip(root, shape, dtype):
+def test_any_size_mode_and_depth_round_trip(shape, dtype, export_tiny):
     image = _image(shape, seed=5, dtype=dtype) if min(shape[:2]) > 1 else np.zeros(shape, dtype)
-    result = Runner(export_tiny("int8_full_fp32_io", root))(image)
+    result = Runner(export_tiny("int8_full_fp32_io"))(image)
     assert result.image.shape == image.shape and result.image.dtype == image.dtype
     if image.ndim == 3 and image.shape[2] == 4:
         np.testing.assert_array_equal(result.image[..., 3], image[..., 3])
@@ -94,9 +89,9 @@ def test_tiles_partition_the_image_and_its_score_patches():
 
 
 @pytest.mark.parametrize("codec", ["jpeg", "hevc"])
-def test_pooled_tile_scores_match_the_stitched_image_score(root, codec):
+def test_pooled_tile_scores_match_the_stitched_image_score(codec, export_tiny):
     y = _image((150, 130), seed=6).astype(np.float64) / 255  # 3×3 tiles of 64
-    runner = Runner(export_tiny("fp32", root), codec, threshold=1.01)
+    runner = Runner(export_tiny("fp32"), codec, threshold=1.01)
     _, exits, scores = runner.enhance_y(y)
     assert exits == [5] and len(scores[0]) == 4
     for k, pooled in enumerate(scores[0], 1):
@@ -105,9 +100,9 @@ def test_pooled_tile_scores_match_the_stitched_image_score(root, codec):
         assert pooled == pytest.approx(whole, abs=0.01)
 
 
-def test_per_tile_decisions(root):
+def test_per_tile_decisions(export_tiny):
     y = _image((150, 130), seed=7).astype(np.float64) / 255
-    folder = export_tiny("fp32", root)
+    folder = export_tiny("fp32")
     assert Runner(folder, threshold=0.0, decision="tile").enhance_y(y)[1] == [1] * 9
     _, exits, scores = Runner(folder, threshold=1.01, decision="tile").enhance_y(y)
     assert exits == [5] * 9 and all(len(s) == 4 for s in scores)
@@ -136,9 +131,9 @@ def test_cli_without_opencv_says_how_to_install_it(tmp_path):
 
 
 @pytest.fixture
-def tampered(root, tmp_path):
+def tampered(tmp_path, export_tiny):
     folder = tmp_path / "models"
-    shutil.copytree(export_tiny("fp32", root), folder)
+    shutil.copytree(export_tiny("fp32"), folder)
     data = bytearray((folder / "stage_3.tflite").read_bytes())
     data[len(data) // 2] ^= 1
     (folder / "stage_3.tflite").write_bytes(bytes(data))
@@ -159,9 +154,9 @@ def test_sha256_mismatch_is_refused(tampered, tmp_path, capsys):
     (lambda m: m["files"]["stage_2"].pop("sha256"), "files.stage_2.sha256: missing"),
     (lambda m: m["files"].pop("stage_2"), "manifest lists no model 'stage_2'"),
 ])
-def test_incomplete_manifest_is_one_line_error(root, tmp_path, capsys, edit, message):
+def test_incomplete_manifest_is_one_line_error(tmp_path, capsys, edit, message, export_tiny):
     folder = tmp_path / "models"
-    shutil.copytree(export_tiny("fp32", root), folder)
+    shutil.copytree(export_tiny("fp32"), folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     edit(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -172,21 +167,21 @@ def test_incomplete_manifest_is_one_line_error(root, tmp_path, capsys, edit, mes
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
 
-def test_listed_model_file_missing_is_refused(root, tmp_path):
+def test_listed_model_file_missing_is_refused(tmp_path, export_tiny):
     folder = tmp_path / "models"
-    shutil.copytree(export_tiny("fp32", root), folder)
+    shutil.copytree(export_tiny("fp32"), folder)
     (folder / "stage_4.tflite").unlink()
     with pytest.raises(ManifestError, match=r"stage_4.tflite: missing \(listed in manifest.json\)"):
         Runner(folder)
 
 
-def test_cli_reports_bad_inputs_and_keeps_going(root, tmp_path, capsys):
+def test_cli_reports_bad_inputs_and_keeps_going(tmp_path, capsys, export_tiny):
     images = tmp_path / "in"
     images.mkdir()
     write_image(images / "good.png", _image((45, 70, 3)))
     (images / "corrupt.png").write_bytes(b"not an image")
     out = tmp_path / "out"
-    args = [str(images), str(tmp_path / "missing.png"), "--models", export_tiny("fp32", root),
+    args = [str(images), str(tmp_path / "missing.png"), "--models", export_tiny("fp32"),
             "--out", str(out), "--threads", "1", "--noxnnpack"]
     assert run.main(args) == 1
     captured = capsys.readouterr()
@@ -198,15 +193,15 @@ def test_cli_reports_bad_inputs_and_keeps_going(root, tmp_path, capsys):
     assert run.main(args[:1] + args[2:]) == 1  # the output exists now
     assert "exists (use --overwrite" in capsys.readouterr().err
     assert run.main(args[:1] + args[2:] + ["--overwrite", "--decision", "tile"]) == 1
-    assert run.main([str(images / "good.png"), "--models", export_tiny("fp32", root),
+    assert run.main([str(images / "good.png"), "--models", export_tiny("fp32"),
                      "--out", str(images)]) == 1
     assert "would overwrite an input" in capsys.readouterr().err
 
 
 # LiteRT's Delegate.__del__ raises (harmlessly) after a failed load_delegate.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_cli_usage_errors(root, tmp_path, capsys):
-    folder = export_tiny("fp32", root)
+def test_cli_usage_errors(tmp_path, capsys, export_tiny):
+    folder = export_tiny("fp32")
     image = tmp_path / "a.png"
     write_image(image, _image((16, 16)))
     assert run.main([str(image), "--models", str(tmp_path), "--out", str(tmp_path)]) == 2
@@ -224,50 +219,31 @@ def test_cli_usage_errors(root, tmp_path, capsys):
     assert "overlap must be a multiple of 8" in capsys.readouterr().err
 
 
-def _with_gain(folder, dest, bias, rule):
-    """A copy of export ``folder`` carrying a constant gain predictor (as the exporter
-    writes it for weights with ``<weights>.gain.npz`` beside them)."""
-    from export.manifest import sha256_file, write_manifest
-    from rbqe_tf import gain
-    shutil.copytree(folder, dest)
-    n = gain.NUM_FEATURES
-    gain.GainPredictor({"mean": np.zeros(n), "scale": np.ones(n), "w0": np.zeros((n, 2)),
-                        "b0": np.zeros(2), "w1": np.zeros((2, 5)),
-                        "b1": np.array(bias, float)}).save(os.path.join(dest, "gain_jpeg.npz"))
-    manifest = json.load(open(os.path.join(dest, "manifest.json")))
-    manifest["gain"] = {"jpeg": {"path": "gain_jpeg.npz",
-                                 "sha256": sha256_file(os.path.join(dest, "gain_jpeg.npz")),
-                                 **rule}}
-    write_manifest(dest, {k: v for k, v in manifest.items()
-                          if k not in ("format", "format_version")})
-    return str(dest)
-
-
 @pytest.mark.parametrize("mode", ["fp32", "int8_full_int8_io"])
-def test_gain_decision_in_the_runner(root, tmp_path, mode):
+def test_gain_decision_in_the_runner(tmp_path, mode, export_tiny, with_gain):
     image = _image((61, 53, 3), seed=5)
     rule = {"margin": 0.1, "tolerance": 0.05}
-    leave = Runner(_with_gain(export_tiny(mode, root), tmp_path / "a", [-1.0] * 5, rule))
+    leave = Runner(with_gain(export_tiny(mode), tmp_path / "a", [-1.0] * 5, rule))
     assert leave.decision == "gain"
     kept = leave(image)
     assert kept.exit == 0 and kept.gains == [-1.0] * 5
     np.testing.assert_array_equal(kept.image, image)
-    pick = Runner(_with_gain(export_tiny(mode, root), tmp_path / "b",
-                             [0.2, 0.5, 0.52, 0.3, 0.1], rule))
+    pick = Runner(with_gain(export_tiny(mode), tmp_path / "b",
+                            [0.2, 0.5, 0.52, 0.3, 0.1], rule))
     chosen = pick(image)
     assert chosen.exit == 2  # 0.5 is within 0.05 dB of the best (0.52)
     np.testing.assert_array_equal(chosen.image, pick(image, exit=2).image)
     os.remove(os.path.join(tmp_path / "b", "gain_jpeg.npz"))
     with pytest.raises(ManifestError, match=r"gain_jpeg.npz: missing \(listed in manifest.json\)"):
         Runner(str(tmp_path / "b"))
-    assert Runner(export_tiny(mode, root)).decision == "image"  # no predictor: the score
+    assert Runner(export_tiny(mode)).decision == "image"  # no predictor: the score
 
 
 @pytest.mark.parametrize("mode,max_diff", [("fp32", 1), ("int8_full_int8_io", 2)])
-def test_known_exits_run_the_monolithic_file_as_the_stages_would(root, mode, max_diff):
+def test_known_exits_run_the_monolithic_file_as_the_stages_would(mode, max_diff, export_tiny):
     image = _image((150, 130, 3), seed=8)  # 3×3 tiles of 64
-    monolithic = Runner(export_tiny(mode, root))
-    staged = Runner(export_tiny(mode, root))
+    monolithic = Runner(export_tiny(mode))
+    staged = Runner(export_tiny(mode))
     staged.monolithic = False
     for k in (1, 3, 5):
         a, b = monolithic(image, exit=k), staged(image, exit=k)
@@ -277,10 +253,10 @@ def test_known_exits_run_the_monolithic_file_as_the_stages_would(root, mode, max
     assert not any(name.startswith("stage_") for name in monolithic._models)
 
 
-def test_stage_hand_over_without_copies_matches_copies(root):
+def test_stage_hand_over_without_copies_matches_copies(export_tiny):
     from export.litert_model import Value
     from export.stages import iterate_stages
-    stages = Runner(export_tiny("int8_full_int8_io", root)).stages
+    stages = Runner(export_tiny("int8_full_int8_io")).stages
     rng = np.random.default_rng(9)
     tiles = [rng.random((1, 64, 64, 1), np.float32) for _ in range(2)]
 
@@ -302,3 +278,14 @@ def test_stage_hand_over_without_copies_matches_copies(root):
     for y, want in zip(tiles, expected):  # one tile alone, then the models run again
         for got, exit_k in zip(iterate_stages(stages, y), want):
             np.testing.assert_array_equal(got.data, exit_k)
+
+
+def test_the_gain_decision_runs_on_one_blas_thread_and_restores_the_count():
+    from export import runner
+    if runner._OPENBLAS is None:
+        pytest.skip("NumPy here does not bundle OpenBLAS")
+    get, _ = runner._OPENBLAS
+    before = get()
+    with runner.one_blas_thread():
+        assert get() == 1
+    assert get() == before
