@@ -1,27 +1,33 @@
-"""``python -m export.run IMAGE_OR_DIR... --models DIR --out DIR``: early-exit enhancement
-with exported TFLite models, without TensorFlow.
+"""``python -m export.run IMAGE_OR_VIDEO_OR_DIR... --models DIR --out DIR``: early-exit
+enhancement with exported TFLite models, without TensorFlow.
 
 Needs ai-edge-litert, NumPy and OpenCV (opencv-python-headless: reading and writing
 image files), and the TensorFlow-free ``rbqe_tf.color``, ``rbqe_tf.image_io``,
-``rbqe_tf.batch`` and ``rbqe_tf.cli``. Prints one line per image; a bad file gets one
-error line and the rest still run; exit status 1 if any image failed, 2 on bad usage or
-a bad export folder. Outputs are PNGs named after the inputs (``--format``); inputs and
-existing files are never replaced (``--overwrite`` replaces the latter). LiteRT's own
-log lines (XNNPACK) are shown only with ``--verbose``.
+``rbqe_tf.batch`` and ``rbqe_tf.cli``; videos also PyAV and ``rbqe_tf.video``, imported
+when the first video comes. Prints one line per image or video; a bad file gets one
+error line and the rest still run; exit status 1 if any file failed, 2 on bad usage or
+a bad export folder. Outputs are PNGs named after the inputs (``--format``); videos
+(.mp4 .mkv .mov .webm .avi, raw .264/.h264/.265/.hevc) become ``.mkv`` files with a
+JSON sidecar of per-frame exits, as with ``python -m rbqe_tf.enhance`` (every stream
+uses the export's ``--codec``: an export holds one model). Inputs and existing files
+are never replaced (``--overwrite`` replaces the latter). LiteRT's own log lines
+(XNNPACK) are shown only with ``--verbose``.
 """
 import argparse
 import sys
 
-from rbqe_tf.batch import FORMAT_HELP, FORMATS
+from rbqe_tf.batch import FORMAT_HELP, FORMATS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 
 DECISIONS = ("gain", "image", "tile")  # export.runner.DECISIONS (a test checks they agree)
+# rbqe_tf.video's choices, repeated so that --help needs no PyAV (a test checks they agree).
+VIDEO_CODECS, DEFAULT_CRF = ("ffv1", "libx264", "libx265"), 18
 
 
 def _parser():
     p = argparse.ArgumentParser(prog="python -m export.run",
                                 description=" ".join(__doc__.split("\n\n")[0].split()))
-    p.add_argument("images", nargs="*", help="image files or folders")
+    p.add_argument("images", nargs="*", help="image or video files, or folders")
     p.add_argument("--models", required=True, help="export folder (python -m export.tflite)")
     p.add_argument("--out", required=True, help="output folder for the enhanced images "
                    "(created when the first one is written)")
@@ -56,6 +62,15 @@ def _parser():
     p.add_argument("--quality", type=int, help="JPEG/WebP quality, 1..100 (default 95)")
     p.add_argument("--max_megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
                    help=MAX_MEGAPIXELS_HELP)
+    p.add_argument("--video_codec", choices=VIDEO_CODECS, default=VIDEO_CODECS[0],
+                   help="videos: ffv1 (lossless, the default) or libx264/libx265 at --crf "
+                        "(plays anywhere)")
+    p.add_argument("--crf", type=int, help=f"videos: libx264/libx265 constant rate factor, "
+                   f"0..51 (default {DEFAULT_CRF}; lower: larger and closer to the enhanced "
+                   f"frames)")
+    p.add_argument("--decide_every", type=int, default=1, help="videos: decide a frame's "
+                   "exit afresh every this many frames; the frames between reuse the last "
+                   "decision unless a scene cut comes first (default 1)")
     p.add_argument("--verbose", action="store_true", help="show LiteRT's own log lines")
     return p
 
@@ -86,13 +101,28 @@ def usage_problem(args, inputs):
             or check_range("--cache_mb", args.cache_mb, 0.0)
             or check_range("--threads", args.threads, 1, what="at least 1")
             or check_range("--max_megapixels", args.max_megapixels, 0.01, what="> 0")
+            or check_range("--crf", args.crf, 0, 51)
+            or (args.crf is not None and args.video_codec == "ffv1"
+                and "--crf applies to --video_codec libx264 or libx265")
+            or check_range("--decide_every", args.decide_every, 1, what="at least 1")
+            or _video_problem(inputs)
             or output_folder_problem(args.out))
+
+
+def _video_problem(inputs):
+    """Why the videos among the inputs cannot be read here (no PyAV), or None."""
+    import importlib.util
+    if any(i.path.lower().endswith(VIDEO_EXTENSIONS) for i in inputs.files):
+        if importlib.util.find_spec("av") is None:
+            return "reading video needs PyAV: pip install av"
+    return None
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
     from rbqe_tf.batch import expand_inputs
-    inputs = expand_inputs(args.images, args.recursive, exclude=args.out)
+    inputs = expand_inputs(args.images, args.recursive, exclude=args.out,
+                           extensions=IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     problem = usage_problem(args, inputs)
     if problem:
         return fail(problem)
@@ -117,8 +147,24 @@ def main(argv=None):
     if inputs.skipped:
         print(inputs.skipped_line())
     failures = enhance_files(inputs.files, args.out, lambda image: runner(image, args.exit),
-                             _taken, args.overwrite, args.format, args.quality)
+                             _taken, args.overwrite, args.format, args.quality,
+                             video=_video_writer(runner, args))
     return 1 if failures else 0
+
+
+def _video_writer(runner, args):
+    """batch's ``video(path, target, overwrite)``: every frame through ``runner``."""
+    def enhance(y, exit=None):
+        return runner(y, args.exit if args.exit is not None else exit)
+
+    def write(path, target, overwrite):
+        from rbqe_tf import video
+        report = video.enhance_video(
+            path, target, lambda stream_codec: (enhance, f"{runner.codec} export"),
+            args.video_codec, DEFAULT_CRF if args.crf is None else args.crf, overwrite,
+            decide_every=args.decide_every)
+        return video.summary(report)
+    return write
 
 
 def _taken(result):

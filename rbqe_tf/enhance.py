@@ -65,6 +65,9 @@ flags.DEFINE_enum("video_codec", VIDEO_CODECS[0], list(VIDEO_CODECS), "Videos: f
                   "(lossless, the default) or libx264/libx265 at --crf (plays anywhere).")
 flags.DEFINE_integer("crf", DEFAULT_CRF, "Videos: libx264/libx265 constant rate factor, "
                      "0..51 (lower: larger and closer to the enhanced frames).")
+flags.DEFINE_integer("decide_every", 1, "Videos: decide a frame's exit afresh every this "
+                     "many frames; the frames between reuse the last decision unless a scene "
+                     "cut comes first (docs/video.md).")
 flags.DEFINE_float("cache_mb", DEFAULT_CACHE_MB, "Memory for the features tiles keep between "
                    "exits (>= 0); tiles beyond it are re-run from the first stage (slower, same "
                    "result).")
@@ -93,6 +96,7 @@ def usage_problem(inputs):
             or check_range("overlap", FLAGS.overlap, 0, FLAGS.tile // 2 - 1, multiple=8,
                            what=f"a multiple of 8 in 0..{FLAGS.tile // 2 - 1}")
             or check_range("cache_mb", FLAGS.cache_mb, 0.0, what=">= 0")
+            or check_range("--decide_every", FLAGS.decide_every, 1, what="at least 1")
             or _output_problem())
 
 
@@ -191,12 +195,14 @@ def _video_writer(enhancer):
             if FLAGS.exit is None:
                 print(_decision_line(enhancers[codec], source, codec), flush=True)
         chosen = enhancers[codec]
-        return (lambda y: chosen(y, FLAGS.exit)), f"{codec} model" + (f", {note}" if note else "")
+        return ((lambda y, exit=None: chosen(y, FLAGS.exit if exit is None else exit)),
+                f"{codec} model" + (f", {note}" if note else ""))
 
     def write(path, target, overwrite):
         from rbqe_tf import video
         return video.summary(video.enhance_video(path, target, enhance_for, FLAGS.video_codec,
-                                                 FLAGS.crf, overwrite))
+                                                 FLAGS.crf, overwrite,
+                                                 decide_every=FLAGS.decide_every))
     return write
 
 

@@ -37,6 +37,9 @@ from rbqe_tf.files import write_atomically, write_text
 VIDEO_CODECS = ("ffv1", "libx264", "libx265")
 DEFAULT_CRF = 18  # libx264/libx265: visually lossless-ish, so the encoder keeps the gain
 PROGRESS_EVERY = 100  # frames between progress lines
+SCENE_CUT = 0.1
+"""Mean absolute difference (Y in [0, 1]) of two frames' 8×-downscaled Y planes above
+which a reused decision is dropped: a new shot is decided afresh."""
 MODEL_FOR_STREAM = {"hevc": "hevc"}
 """Decoder name → model family; every other stream (h264, mjpeg, mpeg2video, ...) uses
 the JPEG model, as block-DCT coding. A family whose model does not ship falls back to
@@ -66,18 +69,24 @@ def model_for_stream(stream_codec, shipped):
 
 
 def enhance_video(path, target, enhance_for, video_codec="ffv1", crf=DEFAULT_CRF,
-                  overwrite=False, progress_every=PROGRESS_EVERY):
+                  overwrite=False, progress_every=PROGRESS_EVERY, decide_every=1):
     """Enhances video ``path`` into ``target`` (Matroska) and its sidecar → the report
     (the sidecar's content).
 
-    ``enhance_for(stream codec name)`` → (``enhance``, model description): ``enhance``
-    takes a gray float32 image in [0, 1] and returns a result with ``image``, ``exit``,
-    ``scores``, ``gains`` and ``ms`` (an :class:`rbqe_tf.enhancer.EnhanceResult`).
-    ``crf`` applies to libx264/libx265. Raises :class:`VideoError`.
+    ``enhance_for(stream codec name)`` → (``enhance``, model description):
+    ``enhance(y, exit=None)`` takes a gray float32 image in [0, 1] (and an exit to force)
+    and returns a result with ``image``, ``exit``, ``scores``, ``gains`` and ``ms`` (an
+    :class:`rbqe_tf.enhancer.EnhanceResult` or :class:`export.runner.RunResult`).
+    ``crf`` applies to libx264/libx265. ``decide_every`` > 1: a frame's decision is
+    reused, as a forced exit, for the next ``decide_every`` − 1 frames of its shot (a
+    frame further than :data:`SCENE_CUT` from the deciding one decides afresh): a
+    shot's frames are alike. Raises :class:`VideoError`.
     """
     if video_codec not in VIDEO_CODECS:
         raise ValueError(f"video_codec must be one of {', '.join(VIDEO_CODECS)}, "
                          f"got {video_codec!r}")
+    if decide_every < 1:
+        raise ValueError(f"decide_every must be at least 1, got {decide_every}")
     sidecar = sidecar_path(target)
     if os.path.exists(sidecar) and not overwrite:
         raise VideoError(f"{sidecar}: exists (use --overwrite to replace it)")
@@ -85,7 +94,7 @@ def enhance_video(path, target, enhance_for, video_codec="ffv1", crf=DEFAULT_CRF
     with av.open(path, metadata_errors="replace") as source:
         stream = source.streams.video[index]
         enhance, model = enhance_for(stream.codec_context.name)
-        report = _report(path, target, stream, model, video_codec, crf)
+        report = _report(path, target, stream, model, video_codec, crf, decide_every)
         make_folder(os.path.dirname(target))
         try:
             write_atomically(target, lambda tmp: _transcode(
@@ -148,12 +157,13 @@ def _output_format(path, fmt, video_codec):
                      + (" (use --video_codec ffv1)" if video_codec != "ffv1" else ""))
 
 
-def _report(path, target, stream, model, video_codec, crf):
+def _report(path, target, stream, model, video_codec, crf, decide_every):
     return {"input": path, "output": target, "stream_codec": stream.codec_context.name,
             "model": model, "video_codec": video_codec,
-            "crf": crf if video_codec != "ffv1" else None, "frames": 0, "exit_histogram": [],
-            "seconds": 0.0, "time_base": None, "pts": [], "exits": [], "gains": [],
-            "scores": [], "streams_copied": [], "streams_dropped": []}
+            "crf": crf if video_codec != "ffv1" else None, "decide_every": decide_every,
+            "frames": 0, "exit_histogram": [], "seconds": 0.0, "time_base": None, "pts": [],
+            "exits": [], "decided": [], "gains": [], "scores": [], "streams_copied": [],
+            "streams_dropped": []}
 
 
 def _transcode(source, stream, first, tmp, enhance, video_codec, crf, report, progress_every):
@@ -259,6 +269,7 @@ class _FrameWriter:
         self.last = -self.step
         self.progress_every = progress_every
         self.total, self.estimated = expected
+        self.decided = None  # [exit, thumbnail, frames served] of the last decision
         self.start = time.perf_counter()
 
     def __call__(self, frame):
@@ -266,8 +277,11 @@ class _FrameWriter:
             raise VideoError(f"{self.report['input']}: pixel format changes from "
                              f"{self.in_format} to {frame.format.name} at frame "
                              f"{self.report['frames']}")
-        y = _plane(frame.planes[0], self.dtype)
-        result = self.enhance(y.astype(np.float32) / self.scale)
+        y = _plane(frame.planes[0], self.dtype).astype(np.float32) / self.scale
+        reused = self._reused_exit(y)
+        result = self.enhance(y) if reused is None else self.enhance(y, exit=reused)
+        if reused is None and self.decided is not None:
+            self.decided[0] = int(result.exit)
         new = av.VideoFrame(frame.width, frame.height, self.video.pix_fmt)
         for src, dst in zip(frame.planes, new.planes):
             width = min(src.line_size, dst.line_size)
@@ -282,12 +296,28 @@ class _FrameWriter:
         report = self.report
         report["pts"].append(new.pts)
         report["exits"].append(int(result.exit))
-        report["gains"].append([round(float(g), 4) for g in result.gains])
-        report["scores"].append([round(float(s), 4) for s in result.scores])
+        report["decided"].append(reused is None)
+        report["gains"].append(_rounded(result.gains))
+        report["scores"].append(_rounded(_one_group(result.scores)))
         report["frames"] = n = len(report["exits"])
         report["seconds"] = round(time.perf_counter() - self.start, 3)
         if self.progress_every and n % self.progress_every == 0:
             self._progress(n)
+
+    def _reused_exit(self, y):
+        """The exit to force on frame ``y`` (the last decision's, within its shot and
+        ``decide_every`` frames), or None: decide afresh (remembered for the next)."""
+        every = self.report["decide_every"]
+        if every == 1:
+            return None
+        thumb = _thumbnail(y)
+        if self.decided is not None:
+            exit, decided_on, served = self.decided
+            if served < every and np.mean(np.abs(thumb - decided_on)) <= SCENE_CUT:
+                self.decided[2] += 1
+                return exit
+        self.decided = [None, thumb, 1]
+        return None
 
     def _progress(self, n):
         seconds = self.report["seconds"]
@@ -308,6 +338,24 @@ def _plane(plane, dtype, width_bytes=None):
     return rows[:, :width_bytes or plane.width]
 
 
+def _thumbnail(y):
+    """Y [H, W] averaged over 8×8 blocks (whole blocks only): what a scene cut changes."""
+    h, w = (n // 8 * 8 for n in y.shape)
+    if not h or not w:
+        return y.mean(keepdims=True)
+    return y[:h, :w].reshape(h // 8, 8, w // 8, 8).mean((1, 3))
+
+
+def _one_group(scores):
+    """A Runner's scores per tile group → the one group's, as the Enhancer gives them."""
+    return scores[0] if len(scores) == 1 and isinstance(scores[0], (list, tuple)) else scores
+
+
+def _rounded(values):
+    return [_rounded(v) if isinstance(v, (list, tuple)) else round(float(v), 4)
+            for v in values]
+
+
 def _clock(seconds):
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -319,6 +367,9 @@ def summary(report):
     fps = report["frames"] / report["seconds"] if report["seconds"] else 0.0
     dropped = (f"; dropped {', '.join(report['streams_dropped'])}"
                if report["streams_dropped"] else "")
-    return (f"{report['frames']} frames, exits {histogram or '-'} ({report['stream_codec']} "
+    decided = (f" in {sum(report['decided'])} decisions" if report["decide_every"] > 1
+               else "")
+    return (f"{report['frames']} frames, exits {histogram or '-'}{decided} "
+            f"({report['stream_codec']} "
             f"stream: {report['model']}{dropped}), {fps:.1f} fps, {report['video_codec']}")
 

@@ -14,7 +14,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from rbqe_tf import batch, video  # noqa: E402
+from rbqe_tf import batch, metrics, video  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_X265 = "libx265" in av.codecs_available
@@ -24,13 +24,15 @@ needs_x265 = pytest.mark.skipif(not HAS_X265, reason="PyAV's FFmpeg has no libx2
 
 def _clip(path, codec="libx264", pix_fmt="yuv420p", frames=8, size=(64, 48), rate=15,
           time_base=None, pts=None, audio=True, subtitles=False, rotation=None, bt709=False,
-          aspect=None):
-    """A small clip of moving smooth noise (+ 8 kHz AAC silence, + an SRT track, + BT.709
-    limited-range colour tags, + a sample aspect ratio)."""
+          aspect=None, photo=None, options=None):
+    """A small clip of moving smooth noise, or with ``photo`` (a Y plane) a pan over it
+    with neutral chroma (+ 8 kHz AAC silence, + an SRT track, + BT.709 limited-range
+    colour tags, + a sample aspect ratio; ``options``: the encoder's)."""
     rng = np.random.default_rng(0)
     out = av.open(str(path), "w", format="h264" if str(path).endswith(".264") else None)
-    stream = out.add_stream(codec, rate=rate, options={"x265-params": "log-level=error"}
-                            if codec == "libx265" else {})
+    options = {**({"x265-params": "log-level=error"} if codec == "libx265" else {}),
+               **(options or {})}
+    stream = out.add_stream(codec, rate=rate, options=options)
     stream.width, stream.height = size
     stream.pix_fmt = pix_fmt
     time_base = time_base or Fraction(1, rate)
@@ -59,6 +61,8 @@ def _clip(path, codec="libx264", pix_fmt="yuv420p", frames=8, size=(64, 48), rat
             values += rng.normal(0, 6, values.shape)
             view = _view(plane, np.uint16 if bits > 8 else np.uint8)
             view[...] = np.clip(np.round(values * 2 ** (bits - 8)), 0, 2 ** bits - 1)
+            if photo is not None:
+                view[...] = photo(i) if p == 0 else 128
         frame.pts = i if pts is None else pts[i]
         for name, value in colour.items():
             setattr(frame, name, value)
@@ -79,6 +83,16 @@ def _clip(path, codec="libx264", pix_fmt="yuv420p", frames=8, size=(64, 48), rat
                 out.mux(packet)
     out.close()
     return path
+
+
+def _pan(photo, size):
+    """Frame number → Y of a pan over ``photo``: the window moves 2 pixels right, 1 down."""
+    return lambda i: photo[i:i + size[1], 2 * i:2 * i + size[0]]
+
+
+def _camera():
+    from rbqe_tf.sources import reference_images
+    return reference_images()["camera"]
 
 
 def _view(plane, dtype):
@@ -322,11 +336,9 @@ def test_folders_pick_videos_up_only_where_asked(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_network_decides_per_frame(tmp_path):
-    from test_export import tiny_model  # TensorFlow from here on
-
+def test_the_network_decides_per_frame(tmp_path, tiny_model):  # TensorFlow from here on
     from rbqe_tf.enhancer import Enhancer
-    enhancer = Enhancer(tiny_model(), "jpeg")
+    enhancer = Enhancer(tiny_model, "jpeg")
     src = _clip(tmp_path / "clip.mp4", size=(64, 64))
     report = video.enhance_video(str(src), str(tmp_path / "out.mkv"),
                                  lambda codec: (enhancer, "tiny"))
@@ -362,14 +374,16 @@ def test_crf_without_a_lossy_codec_is_a_usage_error(tmp_path):
     usage = _cli(tmp_path / "a.mp4", "--out", tmp_path / "out", "--crf", "20")
     assert usage.returncode == 2 and usage.stderr.strip().splitlines() == [
         "error: --crf applies to --video_codec libx264 or libx265"]
+    never = _cli(tmp_path / "a.mp4", "--out", tmp_path / "out", "--decide_every", "0")
+    assert never.returncode == 2 and never.stderr.strip().splitlines() == [
+        "error: --decide_every must be at least 1, got 0"]
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
-def test_cli_enhances_a_video_with_the_stream_model(tmp_path):
-    from test_export import tiny_model
+def test_cli_enhances_a_video_with_the_stream_model(tmp_path, tiny_model):
     weights = tmp_path / "tiny.keras"
-    tiny_model().save(weights)
+    tiny_model.save(weights)
     folder = tmp_path / "in"
     folder.mkdir()
     _clip(folder / "clip.mp4")
@@ -385,3 +399,151 @@ def test_cli_enhances_a_video_with_the_stream_model(tmp_path):
     assert json.loads((out / "clip.mkv.json").read_text())["crf"] == 28
     again = _cli(folder / "clip.mp4", "--out", out, "--weights", weights)
     assert again.returncode == 1 and "exists (use --overwrite" in again.stderr
+
+
+class Deciding(StandIn):
+    """Decides exit 1 + (frame number % 5) unless an exit is forced; records what it was
+    told; gives per-group scores as the TFLite runner does."""
+
+    def __init__(self):
+        super().__init__()
+        self.told = []
+
+    def __call__(self, y, exit=None):
+        self.told.append(exit)
+        k = 1 + len(self.seen) % 5 if exit is None else exit
+        self.seen.append(y)
+        return types.SimpleNamespace(image=y, exit=k, scores=[[0.25, 0.5]], gains=[], ms=1.0)
+
+
+def test_decisions_are_reused_within_a_shot(tmp_path):
+    src = _clip(tmp_path / "pan.mp4", photo=_pan(_camera(), (64, 48)), audio=False)
+    report, enhancer = _enhance(src, tmp_path / "out.mkv", Deciding(), decide_every=3)
+    assert enhancer.told == [None, 1, 1, None, 4, 4, None, 2]
+    assert report["exits"] == [1, 1, 1, 4, 4, 4, 2, 2]
+    assert report["decided"] == [True, False, False] * 2 + [True, False]
+    assert report["decide_every"] == 3 and report["exit_histogram"] == [0, 3, 2, 0, 3]
+    assert report["scores"][0] == [0.25, 0.5]  # the runner's one group, unwrapped
+    assert video.summary(report).startswith("8 frames, exits 1:3 2:2 4:3 in 3 decisions (")
+    every, _ = _enhance(src, tmp_path / "every.mkv", Deciding())
+    assert every["decided"] == [True] * 8 and every["exits"] == [1, 2, 3, 4, 5, 1, 2, 3]
+    with pytest.raises(ValueError, match="decide_every must be at least 1"):
+        _enhance(src, tmp_path / "never.mkv", decide_every=0)
+
+
+def test_a_scene_cut_is_decided_afresh(tmp_path):
+    photo = _camera()
+    pan = _pan(photo, (64, 48))
+    src = _clip(tmp_path / "cut.mp4", audio=False,
+                photo=lambda i: pan(i) if i < 5 else 255 - pan(i))
+    report, enhancer = _enhance(src, tmp_path / "out.mkv", Deciding(), decide_every=8)
+    assert enhancer.told == [None, 1, 1, 1, 1, None, 1, 1]
+    assert report["decided"] == [True] + [False] * 4 + [True, False, False]
+
+
+def test_ctrl_c_in_a_running_command_leaves_nothing(tmp_path):
+    """SIGINT delivered to a process between PyAV calls, as a user's Ctrl-C comes."""
+    import signal
+    src = _clip(tmp_path / "clip.mp4", frames=30)
+    out = tmp_path / "out"
+    code = ("import sys, time, types\n"
+            "from rbqe_tf import video\n"
+            "def slow(y, exit=None):\n"
+            "    print('frame', flush=True)\n"
+            "    time.sleep(0.1)\n"
+            "    return types.SimpleNamespace(image=y, exit=1, scores=[], gains=[], ms=1.0)\n"
+            "video.enhance_video(sys.argv[1], sys.argv[2], lambda codec: (slow, 'slow'))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(src), str(out / "clip.mkv")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(3):
+        assert proc.stdout.readline() == "frame\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert os.listdir(out) == []
+
+
+def test_video_module_imports_no_tensorflow():
+    code = ("import sys, rbqe_tf.video\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'tf_keras'))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def _delta_psnr(reference, before, after):
+    """Per frame: PSNR(after, reference) − PSNR(before, reference), Y in 8 bits."""
+    return [metrics.psnr(a[0], r) - metrics.psnr(b[0], r)
+            for r, b, a in zip(reference, before.planes, after.planes)]
+
+
+@pytest.mark.slow
+def test_cli_enhances_one_second_of_h264_and_hevc_with_the_shipped_model(tmp_path):
+    """The issue's CI check: a generated 1-second H.264 and HEVC clip (30 fps, AAC)
+    through ``python -m rbqe_tf.enhance`` with the shipped model and its decision."""
+    size, photo = (128, 96), _camera()
+    reference = [_pan(photo, size)(i) for i in range(30)]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    clips = {"h264": _clip(folder / "h264.mp4", frames=30, size=size, rate=30,
+                           photo=_pan(photo, size), options={"crf": "40"})}
+    if HAS_X265:
+        clips["hevc"] = _clip(folder / "hevc.mp4", "libx265", frames=30, size=size, rate=30,
+                              photo=_pan(photo, size), options={"x265-params": "qp=42"})
+    proc = _cli(folder, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    for codec, src in clips.items():
+        target = tmp_path / "out" / f"{codec}.mkv"
+        before, after = _decoded(src), _decoded(target)
+        assert len(after.planes) == len(before.planes) == 30
+        assert after.times == pytest.approx([i / 30 for i in range(30)], abs=5e-4)
+        assert after.times == pytest.approx(before.times, abs=5e-4)
+        assert _packets(target, "audio") == _packets(src, "audio")
+        delta = _delta_psnr(reference, before, after)
+        assert np.mean(delta) >= 0 and min(delta) >= -0.05, delta
+        sidecar = json.loads((tmp_path / "out" / f"{codec}.mkv.json").read_text())
+        assert sidecar["stream_codec"] == codec and sum(sidecar["exit_histogram"]) == 30
+        assert sidecar["model"].startswith("jpeg model")
+
+
+def test_the_runner_cli_repeats_the_modules_choices():
+    from export import run
+    assert run.VIDEO_CODECS == video.VIDEO_CODECS and run.DEFAULT_CRF == video.DEFAULT_CRF
+
+
+def test_runner_cli_usage_errors_for_video(tmp_path, capsys):
+    from export import run
+    (tmp_path / "a.mp4").write_bytes(b"")
+    assert run.main([str(tmp_path / "a.mp4"), "--models", str(tmp_path), "--out",
+                     str(tmp_path / "out"), "--crf", "20"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --crf applies to --video_codec libx264 or libx265")
+    assert run.main([str(tmp_path / "a.mp4"), "--models", str(tmp_path), "--out",
+                     str(tmp_path / "out"), "--video_codec", "libx264", "--crf", "52"]) == 2
+    assert "--crf" in capsys.readouterr().err
+    assert run.main([str(tmp_path / "a.mp4"), "--models", str(tmp_path), "--out",
+                     str(tmp_path / "out"), "--decide_every", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --decide_every must be at least 1, got 0"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_runner_cli_enhances_a_video(export_tiny, tmp_path, capsys):
+    """``python -m export.run clip.mp4``: the TFLite runner decides per frame."""
+    from export import run
+    folder = export_tiny("fp32")
+    src = _clip(tmp_path / "clip.mp4", size=(64, 64))
+    out = tmp_path / "out"
+    assert run.main([str(src), "--models", folder, "--out", str(out), "--video_codec",
+                     "libx264", "--crf", "28"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "clip.mp4:" in x)
+    assert re.search(r"8 frames, exits .* \(h264 stream: jpeg export\), [\d.]+ fps, "
+                     r"libx264 -> .*clip\.mkv$", line), line
+    after = _decoded(out / "clip.mkv")
+    assert len(after.planes) == 8 and after.times == pytest.approx(
+        _decoded(src).times, abs=5e-4)
+    sidecar = json.loads((out / "clip.mkv.json").read_text())
+    assert sidecar["crf"] == 28 and all(1 <= k <= 5 for k in sidecar["exits"])
+    assert run.main([str(src), "--models", folder, "--out", str(out), "--exit", "2",
+                     "--overwrite"]) == 0
+    assert json.loads((out / "clip.mkv.json").read_text())["exits"] == [2] * 8
