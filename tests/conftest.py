@@ -99,3 +99,33 @@ def interpreter_of():
         interpreter.allocate_tensors()
         return interpreter
     return make
+
+
+@pytest.fixture(scope="session")
+def with_gain():
+    """``with_gain(folder, dest, bias, rule)`` → ``dest``, a copy of export ``folder`` that
+    carries a constant gain predictor (output ``bias``, one value per exit) and the rule
+    ``{"margin": dB, "tolerance": dB}``, as the exporter writes it for weights with
+    ``<weights>.gain.npz`` beside them."""
+    import json
+
+    import numpy as np
+
+    from export.manifest import sha256_file, write_manifest
+    from rbqe_tf import gain
+
+    def copy(folder, dest, bias, rule):
+        shutil.copytree(folder, dest)
+        n = gain.NUM_FEATURES
+        gain.GainPredictor({"mean": np.zeros(n), "scale": np.ones(n), "w0": np.zeros((n, 2)),
+                            "b0": np.zeros(2), "w1": np.zeros((2, 5)),
+                            "b1": np.array(bias, float)}).save(os.path.join(dest, "gain_jpeg.npz"))
+        with open(os.path.join(dest, "manifest.json")) as f:
+            manifest = json.load(f)
+        manifest["gain"] = {"jpeg": {"path": "gain_jpeg.npz",
+                                     "sha256": sha256_file(os.path.join(dest, "gain_jpeg.npz")),
+                                     **rule}}
+        write_manifest(dest, {k: v for k, v in manifest.items()
+                              if k not in ("format", "format_version")})
+        return str(dest)
+    return copy

@@ -13,14 +13,8 @@ from export import benchmark, benchmark_model
 from export.energy import EnergyMeter, batteries
 from export.manifest import read_manifest
 from rbqe_tf.image_io import write_image
-from test_export import export_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "tiny_exports"
 
 
 def _check_stats(stats, runs):
@@ -29,9 +23,9 @@ def _check_stats(stats, runs):
 
 
 @pytest.fixture(scope="module")
-def generated_run(root, tmp_path_factory):
+def generated_run(tmp_path_factory, export_tiny):
     """The harness on the tiny fp32 export and the generated image set: (JSON, markdown)."""
-    folder, tmp = export_tiny("fp32", root), tmp_path_factory.mktemp("bench")
+    folder, tmp = export_tiny("fp32"), tmp_path_factory.mktemp("bench")
     out, md = tmp / "b.json", tmp / "b.md"
     assert benchmark.main(["--models", folder, "--runs", "3", "--warmup", "1", "--threads", "1",
                            "--op_profile", "exit_1", "--json", str(out),
@@ -40,8 +34,8 @@ def generated_run(root, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_harness_json_on_generated_images(root, generated_run):
-    manifest = read_manifest(export_tiny("fp32", root))
+def test_harness_json_on_generated_images(generated_run, export_tiny):
+    manifest = read_manifest(export_tiny("fp32"))
     result, md = generated_run
     assert set(result["models"]) == set(manifest["files"])
     for name, stats in result["models"].items():
@@ -135,8 +129,8 @@ def test_edge_figures_keep_the_sections_below_the_marker(tmp_path):
 
 
 @pytest.mark.slow
-def test_harness_on_an_image_folder_counts_tiles(root, tmp_path):
-    folder = export_tiny("fp32", root)
+def test_harness_on_an_image_folder_counts_tiles(tmp_path, export_tiny):
+    folder = export_tiny("fp32")
     per_exit = read_manifest(folder)["macs"]["per_exit"]
     images = tmp_path / "images"
     images.mkdir()
@@ -153,8 +147,8 @@ def test_harness_on_an_image_folder_counts_tiles(root, tmp_path):
 
 
 @pytest.mark.slow
-def test_mixed_set_with_a_baseline_export(root, tmp_path):
-    folder = export_tiny("fp32", root)
+def test_mixed_set_with_a_baseline_export(tmp_path, export_tiny):
+    folder = export_tiny("fp32")
     photos = tmp_path / "photos" / "sub"
     photos.mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -194,14 +188,14 @@ def test_a_saving_with_every_image_at_one_exit_is_flagged():
     assert benchmark.targets(result)["early_exit_over_always_last"]["met"]
 
 
-def test_bad_input_is_one_error_line(tmp_path, capsys):
+def test_bad_input_is_one_error_line(tmp_path, capsys, export_tiny):
     assert benchmark.main(["--json", "x.json"]) == 2
     assert capsys.readouterr().err.startswith("error: --models is required")
     assert benchmark.main(["--models", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "manifest.json: no such file" in err
     assert len(err.strip().splitlines()) == 1
-    assert benchmark.main(["--models", export_tiny("fp32", tmp_path / "e"),
+    assert benchmark.main(["--models", export_tiny("fp32"),
                            "--op_profile", "exit_9"]) == 2
     err = capsys.readouterr().err
     assert "--op_profile" in err and "no model exit_9" in err and len(err.splitlines()) == 1
@@ -409,7 +403,7 @@ def test_gpu_result_needs_every_node_delegated():
     assert not crashed["accepted"] and "run failed" in crashed["reason"]
 
 
-def test_parse_logs_cli_keeps_rejected_logs_out_of_results(root, tmp_path):
+def test_parse_logs_cli_keeps_rejected_logs_out_of_results(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "exit_5__cpu_t2.log").write_text(CPU_LOG)
@@ -448,8 +442,8 @@ def test_command_lines_cover_every_model_and_config():
     assert benchmark_model.parse_log(GPU_FULL, "gpu")["accepted"]
 
 
-def test_print_commands_cli(root, capsys):
-    folder = export_tiny("fp32", root)
+def test_print_commands_cli(capsys, export_tiny):
+    folder = export_tiny("fp32")
     assert benchmark.main(["--models", folder, "--print-commands", "--gpu",
                            "--device_dir", "/data/local/tmp/rbqe"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

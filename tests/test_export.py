@@ -2,10 +2,8 @@
 manifest, parity checks, int8 stage I/O, GPU allow-list, score models, CLI plumbing."""
 import json
 import os
-import shutil
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,52 +15,14 @@ from export.litert_model import Value, make_interpreter, to_input
 from export.manifest import QUANT_MODES, read_manifest, sha256_file
 from export.tflite import bare_quantize
 from rbqe_tf import iqa
-from rbqe_tf.model import build_model
 from rbqe_tf.score_pooling import patch_sums, score_from_sums
 
-TILE = 64
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-_EXPORTS = {}  # mode → folder, shared with test_runner.py (one export per mode per session)
-
-
-def tiny_model():
-    """A seeded tiny RBQE whose exits differ visibly (heads scaled up: a fresh tiny
-    network is nearly the identity, which would make every exit score the same)."""
-    if "model" not in _EXPORTS:
-        keras.utils.set_random_seed(7)
-        model = build_model("tiny")
-        for k in range(1, 6):
-            layer = model.get_layer(f"exit_{k}_pw")
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel * 40 * k, bias])
-        _EXPORTS["model"] = model
-    return _EXPORTS["model"]
-
-
-def export_tiny(mode, root):
-    """Folder of the tiny model exported in ``mode`` (calibration/validation: one sample)."""
-    if mode not in _EXPORTS:
-        if "exporter" not in _EXPORTS:
-            images = Path(root) / "images"
-            images.mkdir(parents=True)
-            shutil.copy(SAMPLES / "chelsea_q30.jpg", images)
-            _EXPORTS["images"] = str(images)
-            _EXPORTS["exporter"] = Exporter(tiny_model(), TILE)
-        folder = str(Path(root) / mode)
-        _EXPORTS["exporter"].export(folder, mode, (_EXPORTS["images"], 1),
-                                    (_EXPORTS["images"], 1), log=lambda line: None)
-        _EXPORTS[mode] = folder
-    return _EXPORTS[mode]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "tiny_exports"
+TILE = 64  # the tile of conftest's export_tiny
 
 
 @pytest.mark.parametrize("mode", QUANT_MODES)
-def test_export_writes_checked_files_and_manifest(root, mode):
-    folder = export_tiny(mode, root)
+def test_export_writes_checked_files_and_manifest(mode, export_tiny):
+    folder = export_tiny(mode)
     manifest = read_manifest(folder)
     names = {f"exit_{k}" for k in range(1, 6)} | {f"stage_{k}" for k in range(1, 6)}
     assert set(manifest["files"]) == names | {"score_jpeg", "score_hevc"}
@@ -95,8 +55,8 @@ def test_export_writes_checked_files_and_manifest(root, mode):
         assert min(report["psnr_vs_float_monolithic"]) >= verify.MIN_INT8_PSNR
 
 
-def test_manifest_io_order_and_names_come_from_the_interpreter(root):
-    folder = export_tiny("int8_full_int8_io", root)
+def test_manifest_io_order_and_names_come_from_the_interpreter(export_tiny):
+    folder = export_tiny("int8_full_int8_io")
     entry = read_manifest(folder)["files"]["stage_3"]
     interpreter = make_interpreter(os.path.join(folder, entry["path"]), 1)
     signature = interpreter.get_signature_runner()
@@ -111,10 +71,10 @@ def test_manifest_io_order_and_names_come_from_the_interpreter(root):
     assert {t["name"] for t in entry["outputs"]} == {"exit", "x_3_0", "x_2_1", "x_1_2", "x_0_3"}
 
 
-def test_int8_stage_files_agree_on_feature_quantization(root):
+def test_int8_stage_files_agree_on_feature_quantization(export_tiny):
     """Each feature's scale/zero point as stage k writes it equals what later stages read
     (same calibration data): the runner passes int8 features on without requantizing."""
-    files = read_manifest(export_tiny("int8_full_int8_io", root))["files"]
+    files = read_manifest(export_tiny("int8_full_int8_io"))["files"]
     written = {t["name"]: t["quantization"] for k in range(1, 6)
                for t in files[f"stage_{k}"]["outputs"] if t["name"] != "exit"}
     for k in range(2, 6):
@@ -125,8 +85,8 @@ def test_int8_stage_files_agree_on_feature_quantization(root):
             assert q["scale"] == pytest.approx(expected["scale"], rel=1e-5)
 
 
-def test_int8_input_holds_every_8_bit_level(root):
-    files = read_manifest(export_tiny("int8_full_int8_io", root))["files"]
+def test_int8_input_holds_every_8_bit_level(export_tiny):
+    files = read_manifest(export_tiny("int8_full_int8_io"))["files"]
     q = next(t for t in files["stage_1"]["inputs"] if t["name"] == "y")["quantization"]
     levels = np.arange(256, dtype=np.float32) / 255
     data = to_input(Value(levels), np.int8, (q["scale"], q["zero_point"]))
@@ -180,8 +140,8 @@ def test_gpu_allow_list_accepts_network_ops():
 
 
 @pytest.mark.parametrize("codec", ["jpeg", "hevc"])
-def test_score_model_pools_to_quality_score_on_any_crop(root, codec):
-    folder = export_tiny("fp32", root)
+def test_score_model_pools_to_quality_score_on_any_crop(codec, export_tiny):
+    folder = export_tiny("fp32")
     entry = read_manifest(folder)["files"][f"score_{codec}"]
     interpreter = make_interpreter(os.path.join(folder, entry["path"]), 1)
     index = {t["name"]: t["index"] for t in entry["inputs"] + entry["outputs"]}
@@ -200,18 +160,17 @@ def test_score_model_pools_to_quality_score_on_any_crop(root, codec):
             assert q == pytest.approx(expected, abs=1e-5), (h, w)
 
 
-def test_failed_check_raises_and_writes_no_manifest(root, tmp_path, monkeypatch):
-    export_tiny("fp32", root)  # the exporter exists
+def test_failed_check_raises_and_writes_no_manifest(tmp_path, monkeypatch, export_tiny):
     monkeypatch.setitem(verify.FLOAT_TOLERANCE, "fp32", 0.0)
     with pytest.raises(ExportError, match="max abs error"):
-        _EXPORTS["exporter"].export(str(tmp_path), "fp32", (_EXPORTS["images"], 1),
-                                    (_EXPORTS["images"], 1), log=lambda line: None)
+        export_tiny.exporter.export(str(tmp_path), "fp32", (export_tiny.images, 1),
+                                    (export_tiny.images, 1), log=lambda line: None)
     assert not (tmp_path / "manifest.json").exists()
     assert (tmp_path / "stage_1.tflite").exists()
 
 
-def test_manifest_is_plain_json(root):
-    text = Path(export_tiny("fp16", root), "manifest.json").read_text()
+def test_manifest_is_plain_json(export_tiny):
+    text = Path(export_tiny("fp16"), "manifest.json").read_text()
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text)["format"] == "rbqe-tflite"
 
@@ -223,7 +182,7 @@ def test_manifest_is_plain_json(root):
     ({"weights": "/nonexistent.keras"}, "/nonexistent.keras: no such file"),
     ({"out": "EXPORTED"}, "holds an earlier export (use --overwrite"),
 ])
-def test_exporter_cli_refuses_bad_usage(root, tmp_path, capsys, flags, message):
+def test_exporter_cli_refuses_bad_usage(tmp_path, capsys, flags, message, export_tiny):
     from absl import flags as absl_flags
     from absl.testing import flagsaver
 
@@ -232,7 +191,7 @@ def test_exporter_cli_refuses_bad_usage(root, tmp_path, capsys, flags, message):
         absl_flags.FLAGS.mark_as_parsed()
     values = {"weights": str(tmp_path / "w.keras"), "out": str(tmp_path / "out"), **flags}
     if values["out"] == "EXPORTED":
-        values["out"] = export_tiny("fp32", root)
+        values["out"] = export_tiny("fp32")
     if flags == {}:
         values = {}
     with flagsaver.flagsaver(**values):
@@ -256,9 +215,9 @@ def test_thresholds_calibrated_beside_the_weights_win(tmp_path):
                                                           "hevc": (0.89, "default")}
 
 
-def test_tile_must_be_a_multiple_of_32():
+def test_tile_must_be_a_multiple_of_32(tiny_model):
     with pytest.raises(ValueError, match="multiple of 32"):
-        Exporter(tiny_model(), 48)
+        Exporter(tiny_model, 48)
 
 
 def test_from_qat_flag_spelling():

@@ -4,7 +4,6 @@ import collections
 
 import numpy as np
 import pytest
-from ai_edge_litert import interpreter as litert
 
 from export import op_profile
 from export.convert import convert
@@ -12,57 +11,44 @@ from export.gpu_ops import op_counts, operators
 from export.graphs import fixed_tile_model, model_graphs
 from export.manifest import read_manifest
 from export.optimize import optimize
-from test_export import export_tiny, tiny_model
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "tiny_exports"
-
-
-def interpreter_of(data):
-    """An allocated interpreter (XNNPACK on, one thread) of the .tflite bytes ``data``."""
-    interpreter = litert.Interpreter(model_content=data, num_threads=1)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _outputs(data, feeds):
-    interpreter = interpreter_of(data)
+def _outputs(interpreter, feeds):
     for d in interpreter.get_input_details():
         interpreter.set_tensor(d["index"], feeds[d["name"]])
     interpreter.invoke()
     return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
 
 
-def _partitions(data):
-    ops = interpreter_of(data)._get_ops_details()
+def _partitions(interpreter):
+    ops = interpreter._get_ops_details()
     return collections.Counter(o["op_name"] for o in ops)["DELEGATE"]
 
 
-def _feeds(data, rng):
+def _feeds(interpreter, rng):
     return {d["name"]: (rng.random(d["shape"], np.float32) if d["dtype"] == np.float32
                         else rng.integers(-128, 128, d["shape"]).astype(d["dtype"]))
-            for d in interpreter_of(data).get_input_details()}
+            for d in interpreter.get_input_details()}
 
 
-def test_float_rewrites_keep_outputs_and_make_one_xnnpack_partition():
-    data = convert(model_graphs(fixed_tile_model(tiny_model(), 64))["exit_5"], "fp32")
+def test_float_rewrites_keep_outputs_and_make_one_xnnpack_partition(tiny_model, interpreter_of):
+    data = convert(model_graphs(fixed_tile_model(tiny_model, 64))["exit_5"], "fp32")
     rewritten, counts = optimize(data)
     assert counts == {"fused_relus": 15, "split_concatenations": 1}
     before, after = op_counts(data), op_counts(rewritten)
     assert "RELU" not in after and after["CONCATENATION"] == before["CONCATENATION"] + 1
-    assert _partitions(data) > 1 and _partitions(rewritten) == 1
-    feeds = _feeds(data, np.random.default_rng(0))
-    for a, b in zip(_outputs(data, feeds), _outputs(rewritten, feeds)):
+    assert _partitions(interpreter_of(data)) > 1 and _partitions(interpreter_of(rewritten)) == 1
+    feeds = _feeds(interpreter_of(data), np.random.default_rng(0))
+    for a, b in zip(_outputs(interpreter_of(data), feeds),
+                    _outputs(interpreter_of(rewritten), feeds)):
         np.testing.assert_array_equal(a, b)
     assert optimize(rewritten) == (rewritten, {"fused_relus": 0, "split_concatenations": 0})
 
 
-def test_int8_files_of_an_export_are_rewritten_and_pass_its_parity_checks(root):
+def test_int8_files_of_an_export_are_rewritten_and_pass_its_parity_checks(export_tiny):
     """The export's checks (int8 parity with the Keras stages, ΔPSNR lost) run on the
     rewritten files, so a manifest means they passed."""
-    manifest = read_manifest(export_tiny("int8_full_int8_io", root))
+    manifest = read_manifest(export_tiny("int8_full_int8_io"))
     for k in range(1, 6):
         entry = manifest["files"][f"stage_{k}"]
         assert entry["rewrites"] == {"fused_relus": k, "split_concatenations": int(k == 5)}
@@ -73,8 +59,8 @@ def test_int8_files_of_an_export_are_rewritten_and_pass_its_parity_checks(root):
     assert min(manifest["verification"]["parity"][f"stage_{k}"] for k in range(1, 6)) > 25
 
 
-def test_op_profile_times_every_op_of_the_file(root):
-    path = f"{export_tiny('fp32', root)}/exit_2.tflite"
+def test_op_profile_times_every_op_of_the_file(export_tiny):
+    path = f"{export_tiny('fp32')}/exit_2.tflite"
     data = open(path, "rb").read()
     result = op_profile.profile(path, num_threads=1, runs=2, warmup=0)
     counts = op_counts(data)

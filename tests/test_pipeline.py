@@ -147,12 +147,11 @@ def test_a_killed_run_is_finished_by_a_rerun_writing_each_input_once(corpus, tmp
 
 
 @pytest.mark.slow
-def test_tflite_outputs_equal_the_runner_cli(corpus, tmp_path):
+def test_tflite_outputs_equal_the_runner_cli(corpus, tmp_path, export_tiny):
     """--model tflite: the TensorFlow-free workers give export.run's bytes (videos need
     the Keras model, as in the CLIs)."""
-    from test_export import export_tiny
     images, _, _ = corpus
-    models = export_tiny("fp32", tmp_path / "exports")
+    models = export_tiny("fp32")
     ref, out = tmp_path / "ref", tmp_path / "out"
     subprocess.run([sys.executable, "-m", "export.run", str(images), "--recursive", "--models",
                     models, "--out", str(ref)], capture_output=True, env=ENV, cwd=REPO, timeout=300)

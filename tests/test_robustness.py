@@ -16,15 +16,9 @@ from rbqe_tf import iqa
 from rbqe_tf.enhancer import Enhancer
 from fuzzing import assert_image_or_one_line_error
 from rbqe_tf.image_io import read_image, write_image
-from test_export import export_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUZZ = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "tiny_exports"
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +71,8 @@ def test_keras_decision_does_not_depend_on_the_feature_cache(tiny_model):
     assert len(exits) >= 3, exits
 
 
-def test_runner_decision_does_not_depend_on_the_feature_cache(root):
-    folder = export_tiny("fp32", root)
+def test_runner_decision_does_not_depend_on_the_feature_cache(export_tiny):
+    folder = export_tiny("fp32")
     y = _blocky((150, 130), seed=3).astype(np.float64) / 255
     cached, rerun = Runner(folder, threshold=1.01), Runner(folder, cache_mb=0)
     assert cached.keep >= 9 and rerun.keep == 0
@@ -135,8 +129,8 @@ def keras_enhancer(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def runner(root):
-    return Runner(export_tiny("fp32", root), num_threads=1, cache_mb=0)
+def runner(export_tiny):
+    return Runner(export_tiny("fp32"), num_threads=1, cache_mb=0)
 
 
 @settings(max_examples=20, **FUZZ)
@@ -231,9 +225,9 @@ def test_enhance_cli_on_fuzzed_files(tmp_path, weights):
         "error: tile must be a positive multiple of 32, got 40"]
 
 
-def test_runner_cli_on_fuzzed_files(root, tmp_path, capsys):
+def test_runner_cli_on_fuzzed_files(tmp_path, capsys, export_tiny):
     good, bad = _fuzz_folder(tmp_path / "in")
-    code = export_run.main([str(tmp_path / "in"), "--models", export_tiny("fp32", root),
+    code = export_run.main([str(tmp_path / "in"), "--models", export_tiny("fp32"),
                             "--out", str(tmp_path / "out"), "--threads", "1"])
     captured = capsys.readouterr()
     _check_cli(tmp_path / "out", good, bad, code, captured.out, captured.err)

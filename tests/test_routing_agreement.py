@@ -5,15 +5,14 @@ import shutil
 from benchmarks import routing_agreement
 from rbqe_tf.sources import reference_images
 from rbqe_tf.image_io import write_image
-from test_runner import _with_gain, export_tiny, root  # noqa: F401  (fixture)
 
 
-def test_report_counts_agreement_per_level(root, tmp_path, monkeypatch):  # noqa: F811
+def test_report_counts_agreement_per_level(tmp_path, monkeypatch, export_tiny, with_gain):
     data = tmp_path / "data"
     data.mkdir()
     write_image(str(data / "coins.png"), reference_images()["coins"][:64, :64])
-    folder = _with_gain(export_tiny("fp32", root), tmp_path / "export", [-1.0] * 5,
-                        {"margin": 0.1, "tolerance": 0.0})
+    folder = with_gain(export_tiny("fp32"), tmp_path / "export", [-1.0] * 5,
+                       {"margin": 0.1, "tolerance": 0.0})
 
     class Constant:  # the Keras side with the same constant predictor: always exit 0
         def __call__(self, image):
