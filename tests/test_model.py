@@ -5,7 +5,7 @@ import pytest
 import keras
 from rbqe_tf.config import get_config
 from rbqe_tf.macs import count_macs, macs_per_exit, macs_per_stage
-from rbqe_tf.model import RBQE, build_model, run_stages, weights_digest
+from rbqe_tf.model import ECA, RBQE, build_model, run_stages, weights_digest
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +117,13 @@ def _eca_reference(x, kernel):
 
 
 def test_eca_equals_a_plain_numpy_reference():
-    layer = build_model("tiny").get_layer("enc_2_eca")
-    kernel = np.array([0.9, -1.3, 2.1], np.float32)  # asymmetric: the order matters
-    layer.set_weights([kernel])
     # Channel means far apart (and far from 0) so a wrong neighbour shows.
     x = np.random.default_rng(3).random((2, 5, 7, 4)).astype(np.float32)
     x *= np.array([0.2, 1.0, 3.0, 6.0], np.float32)
+    layer = ECA(name="eca")
+    layer.build(x.shape)
+    kernel = np.array([0.9, -1.3, 2.1], np.float32)  # asymmetric: the order matters
+    layer.set_weights([kernel])
     expected = _eca_reference(x.astype(np.float64), kernel.astype(np.float64))
     np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-6)
 
