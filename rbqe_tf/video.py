@@ -15,9 +15,12 @@ default: what is measured is the enhancement alone), or ``libx264``/``libx265`` 
 CRF for a file that plays anywhere. Frames keep their timestamps (variable frame rate
 kept; Matroska stores milliseconds, and negative ones, so an AAC stream's priming does
 not shift the video), the frame rate, colour range, matrix, primaries and transfer,
-rotation, and with libx264/libx265 the sample aspect ratio. Audio and subtitle streams are copied packet for
-packet; streams Matroska cannot hold, data streams and attachments are dropped and
-named. One frame is in memory at a time (the enhancer tiles large frames).
+rotation, and with libx264/libx265 the sample aspect ratio. Audio and subtitle streams
+are copied packet for packet; streams Matroska cannot hold, data streams and attachments
+are dropped and named. One frame is in memory at a time (the enhancer tiles large
+frames). A shot's frames are alike, so a decision may serve the next frames of its shot
+(``decide_every``): with the gain decision the decision is most of an unchanged frame's
+cost (docs/video.md).
 
 The video and a JSON sidecar (``<output>.json``: per-frame exits and timestamps, the
 decision's numbers, the exit histogram) are written atomically; neither replaces an
@@ -37,6 +40,7 @@ from rbqe_tf.files import write_atomically, write_text
 VIDEO_CODECS = ("ffv1", "libx264", "libx265")
 DEFAULT_CRF = 18  # libx264/libx265: visually lossless-ish, so the encoder keeps the gain
 PROGRESS_EVERY = 100  # frames between progress lines
+PROGRESS_SECONDS = 10  # and at most this long between them (a slow 4K frame takes seconds)
 SCENE_CUT = 0.1
 """Mean absolute difference (Y in [0, 1]) of two frames' 8×-downscaled Y planes above
 which a reused decision is dropped: a new shot is decided afresh."""
@@ -256,7 +260,8 @@ def _expected_frames(source, stream, rate):
 
 class _FrameWriter:
     """Called with each decoded frame: enhances its Y, encodes and muxes the frame,
-    records the exit and prints a progress line every ``progress_every`` frames."""
+    records the exit and prints a progress line every ``progress_every`` frames (0:
+    none), and after any frame that ends :data:`PROGRESS_SECONDS` without one."""
 
     def __init__(self, out, video, enhance, in_format, bits, full_range, time_base, rate,
                  report, progress_every, expected):
@@ -270,7 +275,7 @@ class _FrameWriter:
         self.progress_every = progress_every
         self.total, self.estimated = expected
         self.decided = None  # [exit, thumbnail, frames served] of the last decision
-        self.start = time.perf_counter()
+        self.start = self.said = time.perf_counter()
 
     def __call__(self, frame):
         if frame.format.name != self.in_format:
@@ -300,8 +305,11 @@ class _FrameWriter:
         report["gains"].append(_rounded(result.gains))
         report["scores"].append(_rounded(_one_group(result.scores)))
         report["frames"] = n = len(report["exits"])
-        report["seconds"] = round(time.perf_counter() - self.start, 3)
-        if self.progress_every and n % self.progress_every == 0:
+        now = time.perf_counter()
+        report["seconds"] = round(now - self.start, 3)
+        if self.progress_every and (n % self.progress_every == 0
+                                    or now - self.said >= PROGRESS_SECONDS):
+            self.said = now
             self._progress(n)
 
     def _reused_exit(self, y):

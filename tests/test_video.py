@@ -196,6 +196,14 @@ def test_10_bit_hevc_keeps_its_bit_depth(tmp_path):
     assert report["stream_codec"] == "hevc"
 
 
+def test_slow_frames_get_a_progress_line_each(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(video, "PROGRESS_SECONDS", 0)  # every frame counts as slow
+    _enhance(_clip(tmp_path / "clip.mp4", audio=False), tmp_path / "out.mkv")
+    progress = [line for line in capsys.readouterr().out.splitlines() if "frame " in line]
+    assert [re.search(r"frame (\d+)/8, [\d.]+ fps, ETA \d:\d\d:\d\d$", line).group(1)
+            for line in progress] == [str(n) for n in range(1, 9)]
+
+
 def test_variable_frame_rate_and_subtitles_are_kept(tmp_path):
     pts = [0, 50, 120, 150, 300, 310, 400, 520]
     src = _clip(tmp_path / "vfr.mkv", time_base=Fraction(1, 1000), pts=pts, subtitles=True)
@@ -489,7 +497,8 @@ def test_cli_enhances_one_second_of_h264_and_hevc_with_the_shipped_model(tmp_pat
                            photo=_pan(photo, size), options={"crf": "40"})}
     if HAS_X265:
         clips["hevc"] = _clip(folder / "hevc.mp4", "libx265", frames=30, size=size, rate=30,
-                              photo=_pan(photo, size), options={"x265-params": "qp=42"})
+                              photo=_pan(photo, size),
+                              options={"x265-params": "qp=42:log-level=error"})
     proc = _cli(folder, "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     for codec, src in clips.items():
