@@ -2,6 +2,8 @@
 8 and 10 bits, upright as libheif shows them (the EXIF orientation is reset, never
 applied a second time), colour profile and EXIF carried to the outputs, and written back
 as HEIC."""
+import functools
+
 import numpy as np
 import pillow_heif
 import pytest
@@ -10,7 +12,10 @@ from PIL import Image, ImageCms
 from rbqe_tf.image_io import ImageError, is_heif, read_image, read_image_with_metadata, write_image
 
 
+@functools.cache
 def _icc():
+    """One profile per run: LittleCMS stamps a new one with the current second, so a
+    photo written in one second and compared in the next differed (a loaded machine)."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
