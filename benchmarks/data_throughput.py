@@ -1,4 +1,4 @@
-"""Training-pipeline throughput (patches/s) of rbqe_tf.data.
+"""Training-patch throughput (patches/s) of rbqe_tf.data's sampler, as drivers draw it.
 
     python -m benchmarks.data_throughput [--src DIR ...] [--built OUT] [--json FILE]
 
@@ -20,7 +20,7 @@ DEFAULT_SRC = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
 
 def measure(source, args):
     """(patches per wall second, per CPU second) of each timed window over ``source``."""
-    it = iter(data.make_train_dataset(source, args.patch, args.batch, seed=0))
+    it = data.batches(data.PatchSampler(source, args.patch, args.batch), workers=args.workers)
     for _ in range(args.warmup):
         next(it)
     wall, cpu = [], []
@@ -41,13 +41,15 @@ def main():
     p.add_argument("--codecs", nargs="+", default=["jpeg"], help="codecs to read from --built")
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2, help="threads making patches")
     p.add_argument("--warmup", type=int, default=20, help="batches before timing")
     p.add_argument("--windows", type=int, default=5)
     p.add_argument("--window-batches", type=int, default=50)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
 
-    results = {"patch": args.patch, "batch": args.batch, "cpus": os.cpu_count()}
+    results = {"patch": args.patch, "batch": args.batch, "workers": args.workers,
+               "cpus": os.cpu_count()}
     sources = {"on_the_fly_jpeg": lambda: data.on_the_fly_jpeg(args.src)}
     if args.built:
         sources["built"] = lambda: data.from_built(args.built, codecs=args.codecs)

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rbqe_tf.levels import EXIT_WEIGHTS
+from rbqe_tf.levels import exit_weights
 from rbqe_tf.model import build_model
 from rbqe_tf.train_config import TrainConfig
 from rbqe_tf.train_step import TrainStep
@@ -29,13 +29,13 @@ POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 DEFAULT = TrainConfig(data=[], run_dir="")
 
 
-def random_batches(batch, patch, seed=0):
-    """Endless iterator over one fixed random (compressed, target, severity) batch."""
+def random_batch(batch, patch, seed=0):
+    """One fixed random (compressed, target, exit weights) batch, as tensors."""
     rng = np.random.default_rng(seed)
     target = rng.random((batch, patch, patch, 1), np.float32)
     compressed = np.clip(target + 0.05 * rng.standard_normal(target.shape), 0, 1).astype(np.float32)
-    severity = rng.uniform(0, 4, batch).astype(np.float32)
-    return iter(tf.data.Dataset.from_tensors((compressed, target, severity)).repeat())
+    weights = exit_weights(rng.uniform(0, 4, batch)).astype(np.float32)
+    return tuple(tf.constant(a) for a in (compressed, target, weights))
 
 
 def measure(variant, batch, patch, precision, args):
@@ -44,15 +44,15 @@ def measure(variant, batch, patch, precision, args):
     try:
         keras.utils.set_random_seed(0)
         model = build_model(variant)
-        step = TrainStep(model, tf.distribute.get_strategy(), batch, EXIT_WEIGHTS, lr=1e-3)
-        it = random_batches(batch, patch)
+        step = TrainStep(model, tf.distribute.get_strategy(), batch)
+        data = random_batch(batch, patch)
         for _ in range(args.warmup):
-            loss = step.step(it)[0]
+            loss = step.step(data, 1e-3)[0]
         wall, cpu = [], []
         for _ in range(args.windows):
             start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.window_steps):
-                loss = step.step(it)[0]
+                loss = step.step(data, 1e-3)[0]
             loss.numpy()
             wall.append(args.window_steps / (time.perf_counter() - start))
             cpu.append(args.window_steps / (time.process_time() - start_cpu))

@@ -1,140 +1,88 @@
-"""tf.data input pipelines: random aligned training patches and deterministic validation images.
+"""Training patches and validation images (NumPy/OpenCV only, so every training driver —
+the TensorFlow loop, the backend-neutral Keras driver, QAT — draws the same patches).
 
-Training elements are ``(compressed, target, severity)``: float32 [P, P, 1] in [0, 1],
-float32 [P, P, 1] and a float32 scalar on the :func:`rbqe_tf.levels.severity` axis
-(batched: [B, P, P, 1], [B, P, P, 1], [B]). Sources:
+A batch is ``(compressed, target, weights)``: float32 [B, P, P, 1] in [0, 1], the same
+for the ground truth, and float32 [B, exits], the patch's per-exit loss weights
+(docs/method.md, Exit weights). Sources:
 
 * :func:`from_built` — pairs written by ``python -m datasets.build`` (JPEG, HEVC or both);
-* :func:`on_the_fly_jpeg` — ground truth compressed per patch at a random quality factor
-  (uniform, or with a ``low_qf`` share drawn from QF 10..20).
+* :func:`on_the_fly_jpeg` — ground truth compressed per patch by OpenCV at a random
+  quality factor (uniform over 10..50; a ``low_qf`` share from 10..20; a ``light``
+  share uncompressed, at QF 51..100 or re-saved, every exit weighted to leave it alone).
 
 Design:
 
-* Every element is a pure function of ``(seed, element index)``: stateless RNG keyed by
-  ``[seed, index]``, images held as in-memory tensors, JPEG as a TF op. No
-  ``numpy_function``/``from_generator``, so ``tf.train.Checkpoint(iterator=...)`` works,
-  and ``start_index`` reproduces the stream without a checkpoint. Patches are drawn
-  i.i.d. with replacement, which makes a shuffle buffer unnecessary.
+* Batch n is a pure function of ``(seed, n)``: each patch draws from its own generator
+  keyed by ``[seed, n, b]``, so a resumed run restarts at its step and sees exactly the
+  batches it would have seen, whatever the driver, and patches can be made in parallel.
 * A record (built: one image at one codec level; on the fly: one image) is drawn with
-  probability proportional to its area, so every pixel is seen about equally often
-  (uniform per image would oversample the small T91/Train400 images ~5x relative to
-  BSD). Built sets hold every image at every level, so levels come out uniform.
+  probability proportional to its area, so every pixel is seen about equally often.
 * Crop offsets of built pairs are multiples of the codec block size (8 JPEG, 4 HEVC):
   the blocking grid sits at the patch origin, as it does at inference on whole images
-  (padded bottom/right) where the blind quality score assumes it. P is a multiple of
-  32, so flips and 90° rotations keep the grid aligned. On-the-fly JPEG compresses the
-  crop itself, which also puts the grid at the patch origin.
-* Images smaller than the patch are skipped with a warning giving their count and names
-  (reflection padding would invent content and mirrored block artefacts).
-* Unreadable files (corrupt, truncated, missing, wrong plane type or size) are skipped
-  too: one warning names each once, and the source's ``skipped`` ("file: reason")
-  gives the trainer the count. Every image is read once, when the source is loaded,
-  so a file damaged later cannot disturb the running stream; a resumed run re-reads
-  the files, skips what has become unreadable, and then sees a different stream.
-* On-the-fly JPEG uses ``EncodeJpegVariableQuality`` + ``decode_jpeg(INTEGER_ACCURATE)``,
-  whose decoded pixels equal OpenCV's (the project's reference encoder; the bytes
-  differ only in the JFIF density field). The default ``decode_jpeg`` DCT (IFAST) does not.
+  (padded bottom/right). P is a multiple of 32, so flips and 90° rotations keep the grid
+  aligned. On-the-fly JPEG compresses the crop itself, which also puts the grid there.
+* Images smaller than the patch are skipped with a warning giving their count and names.
+* Unreadable files are skipped too: one warning names each once, and the set's
+  ``skipped`` ("file: reason") gives the trainer the count. Every image is read once,
+  when the set is loaded, so a file damaged later cannot disturb the running stream.
 """
 import collections
 import dataclasses
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
+from rbqe_tf.batch import IMAGE_EXTENSIONS
 from rbqe_tf.compression import compress_jpeg
+from rbqe_tf.config import RBQEConfig
 from rbqe_tf.image_io import ImageError, read_image
-from rbqe_tf.levels import BLOCK_SIZE, DEFAULT_LEVELS, LOW_QF_MAX, check_codec, severity
+from rbqe_tf.levels import (BLOCK_SIZE, DEFAULT_LEVELS, EXIT_WEIGHTS, LIGHT_EXIT_WEIGHTS,
+                            LIGHT_QF_MIN, LOW_QF_MAX, UNCOMPRESSED, check_codec, exit_weights,
+                            severity)
 from rbqe_tf.pairs_manifest import manifest_path, read_manifest
 from rbqe_tf.sources import to_y
 
 log = logging.getLogger(__name__)
 
-SIZE_MULTIPLE = 32  # the network downsamples 5 times by 2
-IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+SIZE_MULTIPLE = RBQEConfig().size_multiple
+QF_RANGE = (min(DEFAULT_LEVELS["jpeg"]), max(DEFAULT_LEVELS["jpeg"]))
 
 ValImage = collections.namedtuple("ValImage", "compressed gt codec level name")
 ValImage.__doc__ = "One validation image: uint8 [H, W] compressed and ground-truth Y planes."
 
+Record = collections.namedtuple("Record", "gt compressed codec level name")
+Record.__doc__ = ("A training record: uint8 ground-truth Y, its compressed twin (None: JPEG "
+                  "is made per patch), codec, level (None on the fly) and name.")
 
-class _Planes:
-    """uint8 2-D images packed into one flat buffer (one tensor; crops are two slices)."""
-
-    def __init__(self, images):
-        self.shapes = np.array([im.shape for im in images], np.int64).reshape(-1, 2)
-        self.offsets = np.concatenate([[0], np.cumsum(self.shapes.prod(1))[:-1]]).astype(np.int64)
-        self.buffer = np.concatenate([im.ravel() for im in images]).astype(np.uint8, copy=False)
-
-    def __len__(self):
-        return len(self.shapes)
-
-    def __getitem__(self, i):
-        (h, w), o = self.shapes[i], self.offsets[i]
-        return self.buffer[o:o + h * w].reshape(h, w)
+Patch = collections.namedtuple("Patch", "compressed target weights codec level")
+Patch.__doc__ = ("One training patch: uint8 [P, P] planes, float32 exit weights, and the "
+                 "codec and level it was made at (level -1: uncompressed).")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class BuiltPairs:
-    """Built (compressed, ground truth) pairs in memory; record i = ``compressed[i]``."""
+class TrainingSet:
+    """Training records in memory (ground truths shared, not copied)."""
 
-    gt: _Planes  # one plane per distinct ground truth
-    compressed: _Planes
-    gt_index: np.ndarray  # int64 [N]: record → gt plane
-    codecs: tuple
-    levels: tuple
-    names: tuple
-    grid_aligned: bool = True
+    records: tuple
     skipped: tuple = ()  # "file: reason" of unreadable files
+    grid_aligned: bool = True
 
-    def _geometry(self):
-        step = [BLOCK_SIZE[c] if self.grid_aligned else 1 for c in self.codecs]
-        return np.column_stack([self.compressed.shapes, step]), self.names
+    @property
+    def names(self):
+        return tuple(r.name for r in self.records)
 
-    def _patch_fn(self, size):
-        gt_buf, comp_buf = tf.constant(self.gt.buffer), tf.constant(self.compressed.buffer)
-        gt_off = tf.constant(self.gt.offsets[self.gt_index])
-        comp_off = tf.constant(self.compressed.offsets)
-        sev = tf.constant([severity(c, q) for c, q in zip(self.codecs, self.levels)], tf.float32)
+    @property
+    def on_the_fly(self):
+        return any(r.compressed is None for r in self.records)
 
-        def patch(r, y0, x0, width, key):
-            del key
-            return (_crop(comp_buf, comp_off[r], width, y0, x0, size),
-                    _crop(gt_buf, gt_off[r], width, y0, x0, size), sev[r])
-        return patch
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class JpegOnTheFly:
-    """Ground-truth Y images in memory, JPEG-compressed per patch at a random QF."""
-
-    gt: _Planes
-    names: tuple
-    qf_range: tuple
-    skipped: tuple  # "file: reason" of unreadable images
-    low_qf: float = 0.0  # share of patches whose QF comes from lo..LOW_QF_MAX
-
-    def _geometry(self):
-        return np.column_stack([self.gt.shapes, np.ones(len(self.gt), np.int64)]), self.names
-
-    def _patch_fn(self, size):
-        buf, offsets = tf.constant(self.gt.buffer), tf.constant(self.gt.offsets)
-        lo, hi = self.qf_range
-        sev_table = tf.constant([severity("jpeg", q) for q in range(lo, hi + 1)], tf.float32)
-
-        def patch(r, y0, x0, width, key):
-            gt = _crop(buf, offsets[r], width, y0, x0, size)
-            if self.low_qf:  # else the stream is the same as before the option existed
-                pick, key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
-                low = tf.random.stateless_uniform([], pick) < self.low_qf
-                qf = lo + _randint(key, tf.where(low, min(hi, LOW_QF_MAX), hi) - lo + 1)
-            else:
-                qf = lo + _randint(key, hi - lo + 1)
-            jpeg = tf.raw_ops.EncodeJpegVariableQuality(images=gt, quality=tf.cast(qf, tf.int32))
-            comp = tf.io.decode_jpeg(jpeg, channels=1, dct_method="INTEGER_ACCURATE")
-            return tf.ensure_shape(comp, [size, size, 1]), gt, sev_table[qf - lo]
-        return patch
+    def __add__(self, other):
+        if self.grid_aligned != other.grid_aligned:
+            raise ValueError("cannot join grid-aligned and unaligned training sets")
+        return TrainingSet(self.records + other.records, self.skipped + other.skipped,
+                           self.grid_aligned)
 
 
 def from_built(out_dir, codecs=("jpeg",), levels=None, grid_aligned=True):
@@ -147,93 +95,144 @@ def from_built(out_dir, codecs=("jpeg",), levels=None, grid_aligned=True):
     Records whose compressed or ground-truth file is unreadable are skipped (module doc).
     """
     out_dirs = [out_dir] if isinstance(out_dir, (str, Path)) else list(out_dir)
-    records = [(Path(d), rec) for d in out_dirs for rec in _manifest(Path(d), codecs, levels)]
-    gt_index, gts, comps, kept, skipped = {}, [], [], [], {}
-    for d, rec in records:
-        key = (d / rec["gt"]).resolve()
-        if key not in gt_index and key not in skipped:
-            gt = _try_read(key, skipped)
-            if gt is not None:
-                gt_index[key] = len(gts)
-                gts.append(gt)
-        if key not in gt_index:
+    rows = [(Path(d), row) for d in out_dirs for row in _manifest(Path(d), codecs, levels)]
+    gts, records, skipped = {}, [], {}
+    for d, row in rows:
+        key = (d / row["gt"]).resolve()
+        if key not in gts and key not in skipped:
+            gts[key] = _try_read(key, skipped)
+        if gts.get(key) is None:
             continue
-        comp = _try_read(d / rec["path"], skipped, gts[gt_index[key]].shape)
+        comp = _try_read(d / row["path"], skipped, gts[key].shape)
         if comp is not None:
-            comps.append(comp)
-            kept.append((rec, gt_index[key]))
+            records.append(Record(gts[key], comp, row["codec"], row["level"], row["stem"]))
     _warn_skipped(skipped.values())
-    if not kept:
+    if not records:
         raise ValueError(f"no readable pairs in {', '.join(map(str, out_dirs))}")
-    return BuiltPairs(
-        gt=_Planes(gts), compressed=_Planes(comps),
-        gt_index=np.array([i for _, i in kept], np.int64),
-        codecs=tuple(r["codec"] for r, _ in kept), levels=tuple(r["level"] for r, _ in kept),
-        names=tuple(r["stem"] for r, _ in kept), grid_aligned=grid_aligned,
-        skipped=tuple(skipped.values()))
+    return TrainingSet(tuple(records), tuple(skipped.values()), grid_aligned)
 
 
-def on_the_fly_jpeg(src_dirs, qf_range=(10, 50), low_qf=0.0):
+def on_the_fly_jpeg(src_dirs):
     """Loads the images under ``src_dirs`` (recursively) as Y planes for on-the-fly JPEG.
 
-    Colour → BT.601 Y, gray as is; unreadable files are skipped with a warning. Each
-    patch gets a quality factor drawn uniformly from the integers in ``qf_range``, or,
-    for a ``low_qf`` share of patches, from ``qf_range[0]``..20 (the shipped model's
-    QF 10–20 emphasis).
+    Colour → BT.601 Y, gray as is; unreadable files are skipped with a warning.
     """
-    lo, hi = qf_range
-    if not all(isinstance(q, (int, np.integer)) for q in (lo, hi)) or lo > hi:
-        raise ValueError(f"qf_range must be two integers lo <= hi, got {qf_range!r}")
-    for qf in (lo, hi):
-        severity("jpeg", qf)  # range check
-    if not 0.0 <= low_qf <= 1.0 or (low_qf and lo > LOW_QF_MAX):
-        raise ValueError(f"low_qf must be in [0, 1] (and qf_range start at <= {LOW_QF_MAX}), "
-                         f"got {low_qf!r} with {qf_range!r}")
     names, planes, skipped = _load_y_images(src_dirs)
-    return JpegOnTheFly(gt=_Planes(planes), names=tuple(names), qf_range=(lo, hi),
-                        skipped=tuple(skipped), low_qf=float(low_qf))
+    return TrainingSet(tuple(Record(p, None, "jpeg", None, n) for n, p in zip(names, planes)),
+                       tuple(skipped))
 
 
-def make_train_dataset(source, patch_size=128, batch_size=16, seed=0, start_index=0,
-                       augment=True):
-    """Endless batched ``(compressed, target, severity)`` training dataset from ``source``.
+def load_training_set(dirs, codecs=("jpeg",)):
+    """``--data`` folders → one :class:`TrainingSet`: built sets (with manifest.jsonl) give
+    their pairs of ``codecs``, raw image folders their images for on-the-fly JPEG; every
+    codec must come from somewhere."""
+    parts = []
+    for d in dirs:
+        if manifest_path(d).is_file():
+            held = {row["codec"] for row in read_manifest(d)}
+            mine = tuple(c for c in codecs if c in held)
+            parts += [from_built(d, mine)] if mine else []
+    raw = [d for d in dirs if not manifest_path(d).is_file()]
+    parts += [on_the_fly_jpeg(raw)] if raw and "jpeg" in codecs else []
+    missing = [c for c in codecs if all(r.codec != c for p in parts for r in p.records)]
+    if missing:
+        raise ValueError(f"no {'/'.join(missing)} training data in "
+                         f"{', '.join(map(str, dirs))}")
+    return sum(parts[1:], parts[0])
 
-    Element i (counting from 0 at the stream's start) depends only on ``(seed, i)``;
-    ``start_index`` starts at element i, e.g. ``step * batch_size`` to resume at a step.
+
+class PatchSampler:
+    """``sampler(n)`` → batch n (module doc); :meth:`patch` gives one patch with its level.
+
+    ``table``: exit weights per severity row (default: the paper's); ``low_qf``: share of
+    on-the-fly JPEG patches whose QF comes from 10..20; ``light``: share of on-the-fly
+    JPEG patches that are light (beyond the paper: uncompressed, QF 51..100, or re-saved);
     ``augment``: one of the 8 flips/rotations, the same for both planes.
     """
-    _check_multiple(patch_size, "patch size")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be positive, got {batch_size}")
-    geometry, names = source._geometry()
-    fits = (geometry[:, :2] >= patch_size).all(1)
-    if not fits.all():
-        small = sorted({n for n, ok in zip(names, fits) if not ok})
-        log.warning("skipping %d image(s) smaller than %dx%d: %s", len(small), patch_size,
-                    patch_size, ", ".join(small))
-    if not fits.any():
-        raise ValueError(f"no image is at least {patch_size}x{patch_size}")
-    cum_area = tf.constant(np.cumsum(np.where(fits, geometry[:, 0] * geometry[:, 1], 0)))
-    geometry = tf.constant(geometry)
-    patch = source._patch_fn(patch_size)
-    seed = tf.constant(seed, tf.int64)
 
-    def element(index):
-        keys = tf.random.experimental.stateless_split(tf.stack([seed, index]), 5)
-        r = tf.searchsorted(cum_area, _randint(keys[0], cum_area[-1])[None], side="right")[0]
-        h, w, step = tf.unstack(geometry[r])
-        y0 = step * _randint(keys[1], (h - patch_size) // step + 1)
-        x0 = step * _randint(keys[2], (w - patch_size) // step + 1)
-        comp, gt, sev = patch(r, y0, x0, w, keys[3])
-        pair = tf.concat([comp, gt], -1)
-        if augment:
-            pair = _dihedral(pair, _randint(keys[4], 8))
-        pair = tf.cast(pair, tf.float32) / 255.0
-        return pair[..., :1], pair[..., 1:], sev
+    def __init__(self, training_set, patch=64, batch=8, seed=0, table=EXIT_WEIGHTS,
+                 low_qf=0.0, light=0.0, augment=True):
+        _check_multiple(patch, "patch size")
+        if not (isinstance(batch, (int, np.integer)) and batch > 0):
+            raise ValueError(f"batch size must be positive, got {batch!r}")
+        for name, share in (("low_qf", low_qf), ("light", light)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {share!r}")
+        self.training_set = training_set
+        self.patch, self.batch, self.seed, self.table = patch, batch, seed, table
+        self.low_qf, self.light, self.augment = low_qf, light, augment
+        fits = [min(r.gt.shape) >= patch for r in training_set.records]
+        small = sorted({r.name for r, ok in zip(training_set.records, fits) if not ok})
+        if small:
+            log.warning("skipping %d image(s) smaller than %dx%d: %s", len(small), patch,
+                        patch, ", ".join(small))
+        self.records = [r for r, ok in zip(training_set.records, fits) if ok]
+        if not self.records:
+            raise ValueError(f"no image is at least {patch}x{patch}")
+        self.grid = [BLOCK_SIZE[r.codec] if training_set.grid_aligned and r.compressed
+                     is not None else 1 for r in self.records]
+        area = np.array([r.gt.size for r in self.records], np.float64)
+        self.p_record = area / area.sum()
 
-    ds = tf.data.Dataset.range(start_index, np.iinfo(np.int64).max)
-    ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    def __call__(self, n):
+        patches = [self.patch_at(n, b) for b in range(self.batch)]
+        x = np.stack([p.compressed for p in patches])[..., None].astype(np.float32) / 255.0
+        y = np.stack([p.target for p in patches])[..., None].astype(np.float32) / 255.0
+        return x, y, np.stack([p.weights for p in patches]).astype(np.float32)
+
+    def patch_at(self, n, b):
+        """Patch ``b`` of batch ``n``."""
+        rng = np.random.default_rng([self.seed, n, b])
+        i = rng.choice(len(self.records), p=self.p_record)
+        r, step, size = self.records[i], self.grid[i], self.patch
+        y0, x0 = (step * rng.integers(0, (s - size) // step + 1) for s in r.gt.shape)
+        box = np.s_[y0:y0 + size, x0:x0 + size]
+        gt = np.ascontiguousarray(r.gt[box])
+        if r.compressed is None:
+            comp, weights, level = self._jpeg(rng, gt)
+        else:
+            comp, level = r.compressed[box], r.level
+            weights = exit_weights(severity(r.codec, level), self.table)
+        if self.augment:
+            t = int(rng.integers(8))
+            comp, gt = (_dihedral(a, t) for a in (comp, gt))
+        return Patch(np.ascontiguousarray(comp), np.ascontiguousarray(gt),
+                     np.asarray(weights, np.float32), r.codec, level)
+
+    def _jpeg(self, rng, gt):
+        """(compressed, weights, level) of a ground-truth crop; no draw for a share of 0."""
+        if self.light and rng.random() < self.light:
+            return self._light(rng, gt)
+        lo, hi = QF_RANGE
+        low = self.low_qf and rng.random() < self.low_qf
+        qf = int(rng.integers(lo, (LOW_QF_MAX if low else hi) + 1))
+        return compress_jpeg(gt, qf)[0], exit_weights(severity("jpeg", qf), self.table), qf
+
+    @staticmethod
+    def _light(rng, gt):
+        kind = rng.random()
+        if kind < 0.25:
+            return gt, LIGHT_EXIT_WEIGHTS, UNCOMPRESSED
+        qf = int(rng.integers(LIGHT_QF_MIN, 101))
+        if kind < 0.75:
+            return compress_jpeg(gt, qf)[0], LIGHT_EXIT_WEIGHTS, qf
+        first = int(rng.integers(QF_RANGE[0], 101))  # re-saved, as re-uploaded images are
+        weights = LIGHT_EXIT_WEIGHTS if first >= LIGHT_QF_MIN else exit_weights(
+            severity("jpeg", first))
+        return compress_jpeg(compress_jpeg(gt, first)[0], qf)[0], weights, qf
+
+
+def batches(sampler, start=0, workers=2):
+    """Endless batches ``sampler(start)``, ``sampler(start + 1)``, … made ahead by a thread
+    pool (OpenCV releases the GIL), in order."""
+    with ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque(pool.submit(sampler, n) for n in
+                                    range(start, start + 2 * workers))
+        n = start + 2 * workers
+        while True:
+            yield pending.popleft().result()
+            pending.append(pool.submit(sampler, n))
+            n += 1
 
 
 def validation_images(src_or_built, codec="jpeg", levels=None, crop=None):
@@ -282,21 +281,10 @@ def _check_multiple(size, what):
                          f"downsamples 5 times by 2), got {size!r}")
 
 
-def _randint(key, n):
-    """Stateless uniform int64 in [0, n)."""
-    return tf.random.stateless_uniform([], key, 0, tf.cast(n, tf.int64), dtype=tf.int64)
-
-
-def _crop(buffer, offset, width, y0, x0, size):
-    """[size, size, 1] crop at (y0, x0) of the image stored at ``offset`` in ``buffer``."""
-    rows = tf.reshape(tf.slice(buffer, [offset + y0 * width], [size * width]), [size, width])
-    return tf.slice(rows, [0, x0], [size, size])[..., None]
-
-
 def _dihedral(x, t):
-    """Transform t in 0..7 of the square [P, P, C] x: bit 2 transposes, bits 0/1 flip rows/cols."""
-    x = tf.transpose(x, tf.where(t >= 4, [1, 0, 2], [0, 1, 2]))
-    return tf.reverse(x, tf.boolean_mask([0, 1], [t % 2 == 1, t // 2 % 2 == 1]))
+    """Transform t in 0..7 of the square [P, P] x: bit 2 transposes, bits 0/1 flip rows/cols."""
+    x = x.T if t >= 4 else x
+    return np.flip(x, [a for a, bit in ((0, 1), (1, 2)) if t & bit])
 
 
 def _centre_box(shape, crop, block, name):
@@ -369,7 +357,7 @@ def _load_y_images(src_dirs):
         if not d.is_dir():
             raise ValueError(f"{d}: not a directory")
         for f in sorted(d.rglob("*")):
-            if f.suffix.lower() not in IMAGE_SUFFIXES or f.name.startswith(".") or not f.is_file():
+            if f.suffix.lower() not in IMAGE_EXTENSIONS or f.name.startswith(".") or not f.is_file():
                 continue
             try:
                 planes.append(to_y(read_image(f)))

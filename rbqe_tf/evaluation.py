@@ -26,7 +26,9 @@ from rbqe_tf.calibration import (RULES, best_index, calibrate_gain, choose_exits
 from rbqe_tf.image_io import ImageError
 from rbqe_tf.levels import BLOCK_SIZE, check_codec, is_light
 from rbqe_tf.macs import macs_per_stage
+from rbqe_tf.metrics import to_uint8
 from rbqe_tf.model import iterate_stages
+from rbqe_tf.tiling import pad_to_multiple
 
 ORACLE_TOLERANCE_DB = 0.05
 """The oracle exit is the earliest exit within this many dB of the image's best exit."""
@@ -63,11 +65,6 @@ def full_reference(gt, image, block_size):
             min(metrics.psnr_b(gt, image, block_size), PSNR_CAP_DB))
 
 
-def to_uint8(y):
-    """Float Y in [0, 1] → uint8 (clip, ×255, round half to even)."""
-    return np.round(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 class Evaluator:
     """Runs a model's stages on compressed Y planes and measures every exit."""
 
@@ -89,9 +86,8 @@ class Evaluator:
         stage and fetching its cropped exit; every exit is scored (timed separately).
         """
         h, w = y.shape
-        padded = np.pad(y / 255.0, ((0, -h % self.multiple), (0, -w % self.multiple)),
-                        mode="symmetric")
-        padded = tf.constant(padded[None, :, :, None], tf.float32)
+        padded = tf.constant(pad_to_multiple(y / 255.0, self.multiple)[None, :, :, None],
+                             tf.float32)
         outputs, scores, stage_ms, score_ms = [], [], [], []
         start = time.perf_counter()
         for out in iterate_stages(self._stages, padded):

@@ -116,8 +116,9 @@ def label(model, planes, gt):
     """ΔPSNR [len(planes), exits] of every exit over each input Y plane (float [0, 1], all
     one size) against ground-truth Y ``gt`` (uint8); ``model``: float32 [B, H, W, 1] → exits."""
     from rbqe_tf import metrics
-    from rbqe_tf.evaluation import PSNR_CAP_DB, to_uint8
+    from rbqe_tf.evaluation import PSNR_CAP_DB
     from rbqe_tf.gain import LABEL_FLOOR_DB
+    from rbqe_tf.metrics import to_uint8
     exits = [np.asarray(e)[..., 0] for e in model(np.stack(planes)[..., None].astype(np.float32))]
     rows = []
     for i, y in enumerate(planes):
@@ -132,7 +133,7 @@ def make_labels(model, data_dirs, count, variants, seed, progress=True, syntheti
     ``count`` :func:`graphics` crops instead of crops of ``data_dirs``."""
     from tqdm import tqdm
     from rbqe_tf.color import luma
-    from rbqe_tf.evaluation import to_uint8
+    from rbqe_tf.metrics import to_uint8
     from rbqe_tf.gain import features
     if model is not None:
         import tensorflow as tf

@@ -28,6 +28,12 @@ import cv2
 import numpy as np
 
 _PEAK = 255.0
+
+
+def to_uint8(y):
+    """Float Y in [0, 1] → uint8 (clip, ×255, round half to even): how every output is
+    rounded before it is measured."""
+    return np.round(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
 _SSIM_C1 = (0.01 * _PEAK) ** 2
 _SSIM_C2 = (0.03 * _PEAK) ** 2
 _SSIM_WINDOW = 11

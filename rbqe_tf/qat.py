@@ -4,9 +4,9 @@
         [--steps N] [--batch B] [--patch P] [--lr LR] [--lr_schedule cosine|constant]
         [--exit_weights paper] [--seed S] [--ckpt_every N] [--log_every N] [--resume]
 
-Same data (--data: raw image folders or built sets) and per-exit weighted loss as
-``rbqe_tf.train``; the model is the fake-quantized tf-keras twin of --init (activation
-ranges calibrated on the first batches). Writes checkpoints to DIR/checkpoints and the
+The same training definition as ``rbqe_tf.train`` (patches, per-exit weighted loss,
+schedule, checkpoints: :mod:`rbqe_tf.training`); the model is the fake-quantized tf-keras
+twin of --init (activation ranges calibrated on batches of another seed). Writes checkpoints to DIR/checkpoints and the
 fine-tuned float weights to DIR/final.keras. Export the int8 models with
 ``python -m export.tflite --quantize --from-qat DIR --out OUT``. Runs in its own process:
 tfmot sets TF_USE_LEGACY_KERAS=1 (docs/qat.md). Exit status: 0 done, 2 bad
@@ -17,7 +17,8 @@ import sys
 from absl import app, flags, logging
 
 from rbqe_tf.cli import fail, import_tensorflow_quietly, parse_flags
-from rbqe_tf.train_config import CODEC_CHOICES, SCHEDULES, ConfigError, TrainConfig, check
+from rbqe_tf.schedule import SCHEDULES
+from rbqe_tf.train_config import CODEC_CHOICES, ConfigError, TrainConfig, check
 
 D = TrainConfig(data=[], run_dir="", steps=300, lr=1e-4, warmup=0, ckpt_every=100)
 FLAGS = flags.FLAGS
@@ -60,12 +61,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from rbqe_tf.image_io import ImageError
     from rbqe_tf.model import WeightsError
-    from rbqe_tf.qat_train import QATRun
+    from rbqe_tf.qat_train import train
     try:
-        run = QATRun(cfg, ["python", "-m", "rbqe_tf.qat", *sys.argv[1:]])
+        return train(cfg, ["python", "-m", "rbqe_tf.qat", *sys.argv[1:]])[0]
     except (ConfigError, ValueError, OSError, ImageError, WeightsError) as e:
         return fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    return run.train()
 
 
 if __name__ == "__main__":

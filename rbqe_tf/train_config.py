@@ -1,5 +1,5 @@
-"""Training configuration and its up-front checks (no TensorFlow import, so bad
-configurations fail in well under a second)."""
+"""Training configuration and its up-front checks (no TensorFlow or Keras import, so bad
+configurations fail in well under a second, whatever the driver)."""
 import dataclasses
 import json
 import os
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
+from rbqe_tf.checkpoints import has_checkpoint
 from rbqe_tf.config import VARIANTS
 from rbqe_tf.levels import EXIT_WEIGHTS
+from rbqe_tf.pairs_manifest import manifest_path
+from rbqe_tf.schedule import SCHEDULES
 
 CODEC_CHOICES = ("jpeg", "hevc", "both")
-SCHEDULES = ("cosine", "constant")
+DRIVERS = ("tensorflow", "keras")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-SIZE_MULTIPLE = 32
-MANIFEST = "manifest.jsonl"
-CHECKPOINT_DIR = "checkpoints"  # inside the run directory
 CONFIG_NAME = "config.json"
 NAMED_WEIGHT_TABLES = {"paper": EXIT_WEIGHTS, "uniform": np.ones_like(EXIT_WEIGHTS)}
 
@@ -33,7 +33,9 @@ class TrainConfig:
     val: list = dataclasses.field(default_factory=list)
     codec: str = "jpeg"
     variant: str = "rbqe"
+    driver: str = "tensorflow"
     steps: int = 10000
+    time_budget: float = 0.0
     batch: int = 8
     patch: int = 64
     lr: float = 1e-3
@@ -43,6 +45,7 @@ class TrainConfig:
     exit_weights: str = "paper"
     relative_eps: float = 0.0
     low_qf: float = 0.0
+    light: float = 0.0
     seed: int = 0
     ckpt_every: int = 200
     val_every: int = 2000
@@ -51,14 +54,13 @@ class TrainConfig:
     resume: bool = False
     strategy: str = "auto"
     init: str = ""
+    train_from_stage: int = 1
+    mixed_bfloat16: bool = False
+    workers: int = 2
 
     @property
     def codecs(self):
         return ("jpeg", "hevc") if self.codec == "both" else (self.codec,)
-
-    def built_data(self):
-        """Whether --data names built sets (else raw image folders)."""
-        return any((Path(d) / MANIFEST).is_file() for d in self.data)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -99,11 +101,6 @@ def wants_multi_worker(strategy):
     return strategy == "multi_worker" or (strategy == "auto" and len(cluster_workers()) > 1)
 
 
-def has_checkpoint(run_dir):
-    """Whether ``run_dir`` holds a training checkpoint."""
-    return (Path(run_dir) / CHECKPOINT_DIR / "checkpoint").is_file()
-
-
 def _require(ok, message):
     if not ok:
         raise ConfigError(message)
@@ -111,42 +108,49 @@ def _require(ok, message):
 
 def check(cfg):
     """Raises ConfigError for the first problem found in ``cfg``."""
-    _require(cfg.variant in VARIANTS,
-             f"unknown variant {cfg.variant!r} (expected one of {', '.join(VARIANTS)})")
-    _require(cfg.codec in CODEC_CHOICES,
-             f"unknown codec {cfg.codec!r} (expected one of {', '.join(CODEC_CHOICES)})")
-    _require(cfg.lr_schedule in SCHEDULES,
-             f"unknown lr schedule {cfg.lr_schedule!r} (expected one of {', '.join(SCHEDULES)})")
-    _require(cfg.strategy in STRATEGIES,
-             f"unknown strategy {cfg.strategy!r} (expected one of {', '.join(STRATEGIES)})")
+    for name, value, choices in (("variant", cfg.variant, VARIANTS),
+                                 ("codec", cfg.codec, CODEC_CHOICES),
+                                 ("lr_schedule", cfg.lr_schedule, SCHEDULES),
+                                 ("strategy", cfg.strategy, STRATEGIES),
+                                 ("driver", cfg.driver, DRIVERS)):
+        _require(value in choices,
+                 f"unknown --{name} {value!r} (expected one of {', '.join(choices)})")
+    _check_driver(cfg)
     _require(cfg.strategy != "multi_worker" or cluster_workers(),
              "--strategy multi_worker needs TF_CONFIG naming the cluster's workers")
-    _require(cfg.patch > 0 and cfg.patch % SIZE_MULTIPLE == 0,
-             f"--patch must be a positive multiple of {SIZE_MULTIPLE}, got {cfg.patch}")
-    _require(cfg.val_crop >= 0 and cfg.val_crop % SIZE_MULTIPLE == 0,
-             f"--val_crop must be 0 (whole images) or a multiple of {SIZE_MULTIPLE}, "
+    multiple = VARIANTS[cfg.variant].size_multiple
+    _require(cfg.patch > 0 and cfg.patch % multiple == 0,
+             f"--patch must be a positive multiple of {multiple}, got {cfg.patch}")
+    _require(cfg.val_crop >= 0 and cfg.val_crop % multiple == 0,
+             f"--val_crop must be 0 (whole images) or a multiple of {multiple}, "
              f"got {cfg.val_crop}")
-    for name in ("steps", "batch", "ckpt_every", "log_every"):
+    for name in ("batch", "ckpt_every", "log_every", "workers"):
         _require(getattr(cfg, name) > 0, f"--{name} must be positive, got {getattr(cfg, name)}")
+    _require(cfg.steps > 0 or cfg.time_budget > 0,
+             "give a positive --steps or --time_budget (the run's length)")
+    _require(cfg.steps >= 0 and cfg.time_budget >= 0, "--steps and --time_budget must be >= 0")
     _require(cfg.val_every >= 0, "--val_every must be >= 0 (0: no periodic validation)")
     _require(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}")
     _require(cfg.warmup >= 0 and cfg.clip_norm >= 0 and cfg.relative_eps >= 0,
              "--warmup, --clip_norm and --relative_eps must be >= 0")
     parse_weight_table(cfg.exit_weights)
-    _require(0 <= cfg.low_qf <= 1, f"--low_qf must be in [0, 1], got {cfg.low_qf}")
-    _require(cfg.data, "--data is required (raw image folders or a built set)")
+    for name in ("low_qf", "light"):
+        _require(0 <= getattr(cfg, name) <= 1,
+                 f"--{name} must be in [0, 1], got {getattr(cfg, name)}")
+    exits = VARIANTS[cfg.variant].num_exits
+    _require(1 <= cfg.train_from_stage <= exits,
+             f"--train_from_stage must be in 1..{exits}, got {cfg.train_from_stage}")
+    _require(cfg.data, "--data is required (raw image folders and/or built sets)")
     _require(cfg.run_dir, "--run_dir is required")
     for d in list(cfg.data) + list(cfg.val):
         _require(Path(d).is_dir(), f"{d}: no such directory")
-    built = [(Path(d) / MANIFEST).is_file() for d in cfg.data]
-    _require(all(built) or not any(built),
-             "--data mixes built sets (with manifest.jsonl) and raw image folders")
-    _require(not (cfg.low_qf and any(built)),
-             "--low_qf applies to on-the-fly JPEG (raw image folders), not built sets")
-    _require(cfg.codec == "jpeg" or all(built),
-             f"--codec {cfg.codec} needs built sets for --data (python -m datasets.build "
+    raw = [d for d in cfg.data if not manifest_path(d).is_file()]
+    _require(not ((cfg.low_qf or cfg.light) and not raw),
+             "--low_qf and --light apply to on-the-fly JPEG (raw image folders in --data)")
+    _require(cfg.codec == "jpeg" or len(raw) < len(cfg.data),
+             f"--codec {cfg.codec} needs a built set in --data (python -m datasets.build "
              f"--codec hevc); only JPEG is compressed on the fly")
-    val_built = len(cfg.val) == 1 and (Path(cfg.val[0]) / MANIFEST).is_file()
+    val_built = len(cfg.val) == 1 and manifest_path(cfg.val[0]).is_file()
     _require(cfg.codec == "jpeg" or not cfg.val or val_built,
              f"--codec {cfg.codec} needs one built set for --val; only JPEG is compressed "
              f"on the fly")
@@ -161,6 +165,18 @@ def check(cfg):
              f"choose a new --run_dir")
     saved = run_dir / CONFIG_NAME
     if cfg.resume and resumable and saved.is_file():
-        previous = json.loads(saved.read_text()).get("config", {}).get("variant")
-        _require(previous in (None, cfg.variant),
-                 f"{run_dir} was trained with --variant {previous}, not {cfg.variant}")
+        previous = json.loads(saved.read_text()).get("config", {})
+        for name in ("variant", "driver", "train_from_stage", "mixed_bfloat16"):
+            _require(previous.get(name, getattr(cfg, name)) == getattr(cfg, name),
+                     f"{run_dir} was trained with --{name} {previous.get(name)}, not "
+                     f"{getattr(cfg, name)}")
+
+
+def _check_driver(cfg):
+    """A flag the chosen driver cannot honour is a one-line error."""
+    if cfg.driver == "keras":
+        _require(cfg.strategy in ("auto", "default"),
+                 f"--strategy {cfg.strategy} needs --driver tensorflow (tf.distribute); the "
+                 f"keras driver runs on one device")
+    else:
+        _require(not cfg.mixed_bfloat16, "--mixed_bfloat16 needs --driver keras")

@@ -1,11 +1,9 @@
-"""Training logs: running means for the progress bar and TensorBoard scalars.
+"""TensorBoard scalars of the TensorFlow training driver.
 
 Scalars are written with the core ``tf.summary.write`` and the scalars plugin's
 metadata, so event files are complete without the ``tensorboard`` package installed
 (view them with TensorBoard anywhere).
 """
-import time
-
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
@@ -20,36 +18,23 @@ def scalar(tag, value, step):
                      metadata=_SCALAR_METADATA)
 
 
-class Meter:
-    """Running means of the loss and per-exit MSE, and steps/s, since the last reset."""
+def write_train(step, meter, learning_rate, skipped):
+    """TensorBoard: loss, per-exit MSE, learning rate, skipped steps, steps/s
+    (``meter``: :class:`rbqe_tf.training.Meter`)."""
+    loss, mse = meter.means()
+    scalar("train/loss", loss, step)
+    for k, m in enumerate([] if mse is None else mse, 1):
+        scalar(f"train/mse_exit{k}", m, step)
+    scalar("train/learning_rate", learning_rate, step)
+    scalar("train/skipped_steps", skipped, step)
+    scalar("train/steps_per_s", meter.rate(), step)
 
-    def __init__(self):
-        self.reset()
 
-    def reset(self):
-        self.n, self.loss, self.mse, self.start = 0, 0.0, 0.0, time.perf_counter()
-
-    def add(self, loss, mse):
-        self.n += 1
-        self.loss += float(loss)
-        self.mse = self.mse + np.asarray(mse, np.float64)
-
-    def means(self):
-        return self.loss / max(self.n, 1), np.atleast_1d(self.mse / max(self.n, 1))
-
-    def rate(self):
-        return self.n / max(time.perf_counter() - self.start, 1e-9)
-
-    def postfix(self, skipped):
-        loss, mse = self.means()
-        return f"loss {loss:.3e} | mse/exit {' '.join(f'{m:.2e}' for m in mse)} | skipped {skipped}"
-
-    def write(self, step, learning_rate, skipped):
-        """TensorBoard: loss, per-exit MSE, learning rate, skipped steps, steps/s."""
-        loss, mse = self.means()
-        scalar("train/loss", loss, step)
-        for k, m in enumerate(mse, 1):
-            scalar(f"train/mse_exit{k}", m, step)
-        scalar("train/learning_rate", learning_rate, step)
-        scalar("train/skipped_steps", skipped, step)
-        scalar("train/steps_per_s", self.rate(), step)
+def write_validation(rows, step):
+    """Scalars ``val_psnr/<codec><level>/exit<k>``, ``val_dpsnr/…`` to the default writer."""
+    for r in rows:
+        for k, (p, d) in enumerate(zip(r["psnr"], r["dpsnr"]), 1):
+            scalar(f"val_psnr/{r['codec']}{r['level']}/exit{k}", p, step)
+            scalar(f"val_dpsnr/{r['codec']}{r['level']}/exit{k}", d, step)
+    for k, d in enumerate(np.mean([r["dpsnr"] for r in rows], axis=0), 1):
+        scalar(f"val_dpsnr/mean/exit{k}", d, step)

@@ -3,16 +3,15 @@
 One step: each replica computes the loss of its share of the global batch (scaled
 by the *global* batch size) and its gradients; the gradients are summed across
 replicas, and their global norm decides in the cross-replica context whether the
-update is applied (finite) or the step is skipped and counted (NaN/Inf). Optional
+update is applied (finite) or the step is skipped (NaN/Inf; the loop counts it). Optional
 global-norm clipping uses that same norm, so it acts on the full-batch gradient as
 on one device.
 """
 import keras
 import tensorflow as tf
 
-from rbqe_tf.loss import relative_to_input, weighted_loss
+from rbqe_tf.loss import weighted_loss
 from rbqe_tf.train_config import STRATEGIES, wants_multi_worker
-COSINE_FINAL_RATIO = 0.01  # cosine decay ends at lr * this
 
 
 def make_strategy(name="auto"):
@@ -42,20 +41,6 @@ def is_chief(strategy):
         and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def learning_rate(lr, schedule="cosine", steps=1, warmup=0):
-    """Constant ``lr``, or linear warm-up over ``warmup`` steps then cosine decay to
-    ``lr * COSINE_FINAL_RATIO`` at ``steps``."""
-    if schedule == "constant":
-        return lr
-    if schedule != "cosine":
-        raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
-    decay_steps = max(1, steps - warmup)
-    if warmup <= 0:
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=COSINE_FINAL_RATIO)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps, alpha=COSINE_FINAL_RATIO, warmup_target=lr, warmup_steps=warmup)
-
-
 class FusedAdam(keras.optimizers.Adam):
     """Keras Adam whose per-variable update is TensorFlow's fused ``ResourceApplyAdam``
     kernel: the same update rule (to rounding), about ten times fewer graph ops, so the
@@ -74,38 +59,30 @@ class FusedAdam(keras.optimizers.Adam):
 
 
 class TrainStep:
-    """Owns the optimizer and the step/skipped counters; call :meth:`step` with a
-    distributed iterator over ``(compressed, target, severity)`` global batches.
+    """Owns the optimizer and the traced step.
 
-    Create it under ``strategy.scope()`` after the model. ``step(iterator)`` returns
-    ``(loss, per-exit MSE [num_exits], gradient norm)`` of the global batch.
+    Create it under ``strategy.scope()`` after the model. ``step(batch, lr)`` (a
+    distributed ``(compressed, target, exit weights)`` batch) returns ``(loss, per-exit
+    MSE [num_exits], gradient norm)`` of the global batch.
     """
 
-    def __init__(self, model, strategy, global_batch, weight_table, lr=1e-3, clip_norm=None,
-                 relative_eps=0.0):
+    def __init__(self, model, strategy, global_batch, clip_norm=None, relative_eps=0.0):
         self.model, self.strategy = model, strategy
-        self.global_batch, self.weight_table, self.clip_norm = global_batch, weight_table, clip_norm
-        self.relative_eps = relative_eps
-        self.optimizer = FusedAdam(lr)
+        self.global_batch, self.clip_norm, self.relative_eps = global_batch, clip_norm, relative_eps
+        self.optimizer = FusedAdam(1e-3)  # the rate is set before every step
         self.optimizer.build(model.trainable_variables)  # before the first distributed step
-        self.step_count = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
         self._step = tf.function(self._distributed_step)
 
-    def current_lr(self):
-        lr = self.optimizer.learning_rate
-        return float(lr(self.optimizer.iterations) if callable(lr) else lr)
+    def step(self, batch, lr):
+        self.optimizer.learning_rate = lr
+        return self._step(batch)
 
-    def step(self, iterator):
-        return self._step(iterator)
-
-    def _replica_gradients(self, compressed, target, severity):
+    def _replica_gradients(self, compressed, target, weights):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             exits = self.model(compressed, training=True)
-            per_sample, mse = weighted_loss(exits, target, severity, self.weight_table)
-            if self.relative_eps:
-                per_sample = relative_to_input(per_sample, compressed, target, self.relative_eps)
+            per_sample, mse = weighted_loss(exits, target, weights, compressed,
+                                            self.relative_eps)
             loss = tf.reduce_sum(per_sample) / self.global_batch
         grads = tape.gradient(loss, variables)
         grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
@@ -119,8 +96,7 @@ class TrainStep:
             grads = [g / replicas for g in grads]
         self.optimizer.apply(grads, self.model.trainable_variables)
 
-    def _distributed_step(self, iterator):
-        batch = next(iterator)
+    def _distributed_step(self, batch):
         grads, norm, loss, mse = self.strategy.run(self._replica_gradients, args=batch)
         norm = self.strategy.experimental_local_results(norm)[0]  # equal on all replicas
 
@@ -128,9 +104,7 @@ class TrainStep:
             self.strategy.run(self._replica_apply, args=(grads, norm))
             return tf.constant(0, tf.int64)
 
-        skipped = tf.cond(tf.math.is_finite(norm), apply, lambda: tf.constant(1, tf.int64))
-        self.skipped.assign_add(skipped)
-        self.step_count.assign_add(1)
+        tf.cond(tf.math.is_finite(norm), apply, lambda: tf.constant(1, tf.int64))
         reduce = tf.distribute.ReduceOp.SUM
         return (self.strategy.reduce(reduce, loss, axis=None),
                 self.strategy.reduce(reduce, mse, axis=None), norm)

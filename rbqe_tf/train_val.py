@@ -1,47 +1,36 @@
-"""Periodic validation on whole images: PSNR of every exit per codec level.
+"""Validation during training: PSNR of every exit per codec level, measured as
+``python -m rbqe_tf.evaluate`` measures (padding and rounding shared with it:
+:func:`rbqe_tf.tiling.pad_to_multiple`, :func:`rbqe_tf.metrics.to_uint8`), under any
+Keras backend.
 
-Each image is padded bottom/right by reflection to a multiple of the network's size
-multiple (the codec block grid stays at the origin), enhanced, cropped back, rounded
-to 8 bits, and compared with its ground truth (:func:`rbqe_tf.metrics.psnr`). Results
-are mean PSNR over the images of a (codec, level), with ΔPSNR = exit − compressed input.
+Results are mean PSNR over the images of a (codec, level), with ΔPSNR = exit − input.
 """
 import json
 import time
 
 import numpy as np
-import tensorflow as tf
 
-from rbqe_tf.metrics import psnr
-from rbqe_tf.train_log import scalar
-
-
-def _pad(y, multiple):
-    h, w = y.shape
-    return np.pad(y, ((0, -h % multiple), (0, -w % multiple)), mode="reflect")
+from rbqe_tf.metrics import psnr, to_uint8
+from rbqe_tf.tiling import pad_to_multiple
 
 
 class Validator:
     """Validates a model on a list of :class:`rbqe_tf.data.ValImage`."""
 
-    def __init__(self, images, size_multiple=32):
+    def __init__(self, images, size_multiple):
         self.images, self.multiple = images, size_multiple
-        self._model = self._forward = None
 
     def __call__(self, model, should_stop=lambda: False):
         """→ rows ``{codec, level, images, psnr_input, psnr: [per exit], dpsnr: [per exit]}``,
         or None if ``should_stop()`` became true between two images."""
-        if model is not self._model:  # trace once per model, shapes left dynamic
-            self._model, self._forward = model, tf.function(
-                lambda y: model(y, training=False),
-                input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
-        forward, groups = self._forward, {}
+        groups = {}
         for im in self.images:
             if should_stop():
                 return None
             h, w = im.gt.shape
-            y = _pad(im.compressed, self.multiple).astype(np.float32)[None, ..., None] / 255.0
-            exits = forward(tf.constant(y))
-            out = [np.clip(np.round(e.numpy()[0, :h, :w, 0] * 255.0), 0, 255) for e in exits]
+            y = pad_to_multiple(im.compressed / 255.0, self.multiple)[None, ..., None]
+            exits = model.predict_on_batch(y.astype(np.float32))
+            out = [to_uint8(np.asarray(e)[0, :h, :w, 0]) for e in exits]
             groups.setdefault((im.codec, im.level), []).append(
                 [psnr(im.compressed, im.gt)] + [psnr(o, im.gt) for o in out])
         rows = []
@@ -66,16 +55,6 @@ def format_table(rows, step):
     mean = np.mean([r["dpsnr"] for r in rows], axis=0)
     lines.append(f"{'mean':<6}{'':>5}{'':>4}{'':>8}" + "".join(f"{d:>+8.3f}" for d in mean))
     return "\n".join(lines)
-
-
-def write_summaries(rows, step):
-    """Scalars ``val_psnr/<codec><level>/exit<k>``, ``val_dpsnr/…`` to the default writer."""
-    for r in rows:
-        for k, (p, d) in enumerate(zip(r["psnr"], r["dpsnr"]), 1):
-            scalar(f"val_psnr/{r['codec']}{r['level']}/exit{k}", p, step)
-            scalar(f"val_dpsnr/{r['codec']}{r['level']}/exit{k}", d, step)
-    for k, d in enumerate(np.mean([r["dpsnr"] for r in rows], axis=0), 1):
-        scalar(f"val_dpsnr/mean/exit{k}", d, step)
 
 
 def append_history(path, rows, step):

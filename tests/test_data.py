@@ -1,16 +1,16 @@
-"""Tests of the tf.data pipelines (rbqe_tf.data) on small hand-built fixtures."""
+"""Tests of the training patches and validation images (rbqe_tf.data) on small hand-built
+fixtures."""
 import json
 import logging
 
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from rbqe_tf import data
 from rbqe_tf.color import rgb_to_y_uint8
 from rbqe_tf.compression import compress_jpeg
-from rbqe_tf.levels import severity
+from rbqe_tf.levels import EXIT_WEIGHTS, LIGHT_EXIT_WEIGHTS, exit_weights, severity
 
 P = 32
 OFFSETS = {("jpeg", 10): 11, ("jpeg", 30): 33, ("jpeg", 50): 55, ("hevc", 22): 77, ("hevc", 42): 99}
@@ -67,8 +67,9 @@ def src_dir(tmp_path):
     return d, {"colour": rgb_to_y_uint8(rgb), "sub/gray": cv2.imread(str(d / "sub/gray.png"), 0)}
 
 
-def _batches(ds, n):
-    return [tuple(t.numpy() for t in b) for b in ds.take(n)]
+def _patches(sampler, n):
+    """The patches of batches 0..n-1, with their codec and level."""
+    return [sampler.patch_at(i, b) for i in range(n) for b in range(sampler.batch)]
 
 
 def _u8(x):
@@ -90,102 +91,92 @@ def _locate(patch, images, step=1):
     return None
 
 
-def test_built_shapes_alignment_severity(built, caplog):
+def test_built_shapes_alignment_weights(built, caplog):
     out, gts = built
-    src = data.from_built(out, codecs=("jpeg",))
     with caplog.at_level(logging.WARNING):
-        ds = data.make_train_dataset(src, patch_size=P, batch_size=8, seed=0, augment=False)
+        sampler = data.PatchSampler(data.from_built(out, codecs=("jpeg",)), P, 8, augment=False)
     assert "skipping 1 image(s) smaller than 32x32: tiny" in caplog.text
-    assert ds.element_spec[0].shape == (8, P, P, 1) and ds.element_spec[2].shape == (8,)
-    sevs = {severity("jpeg", q): q for q in (10, 30, 50)}
+    x, y, w = sampler(0)
+    assert x.shape == y.shape == (8, P, P, 1) and w.shape == (8, 5)
+    assert x.dtype == y.dtype == w.dtype == np.float32
+    assert 0 <= x.min() and x.max() <= 1 and 0 <= y.min() and y.max() <= 1
+    for b in range(8):  # the batch is its patches, scaled to [0, 1]
+        p = sampler.patch_at(0, b)
+        np.testing.assert_array_equal(_u8(x[b:b + 1])[0], p.compressed)
+        np.testing.assert_array_equal(w[b], exit_weights(severity("jpeg", p.level)))
     seen = set()
-    for comp, gt, sev in _batches(ds, 4):
-        assert comp.dtype == gt.dtype == sev.dtype == np.float32
-        assert 0 <= comp.min() and comp.max() <= 1 and 0 <= gt.min() and gt.max() <= 1
-        for c, g, s in zip(_u8(comp), _u8(gt), sev):
-            name, y0, x0, t = _locate(g, gts)
-            assert t == 0 and name != "tiny" and y0 % 8 == 0 and x0 % 8 == 0  # JPEG grid
-            level = sevs[float(s)]
-            # same place in the compressed image of that level: GT + the level's offset
-            np.testing.assert_array_equal(c, (g + OFFSETS["jpeg", level]) % 256)
-            seen.add(level)
+    for p in _patches(sampler, 4):
+        name, y0, x0, t = _locate(p.target, gts)
+        assert t == 0 and name != "tiny" and y0 % 8 == 0 and x0 % 8 == 0  # JPEG grid
+        # same place in the compressed image of that level: GT + the level's offset
+        np.testing.assert_array_equal(p.compressed,
+                                      (p.target.astype(int) + OFFSETS["jpeg", p.level]) % 256)
+        seen.add(p.level)
     assert seen == {10, 30, 50}
 
 
 def test_augmentation_same_for_both_and_all_eight(built):
     out, gts = built
-    ds = data.make_train_dataset(data.from_built(out, levels=[30]), patch_size=P,
-                                 batch_size=16, seed=5)
+    sampler = data.PatchSampler(data.from_built(out, levels=[30]), P, 16, seed=5)
     transforms = set()
-    for comp, gt, _ in _batches(ds, 4):
-        for c, g in zip(_u8(comp), _u8(gt)):
-            np.testing.assert_array_equal(c, (g + OFFSETS["jpeg", 30]) % 256)  # same transform
-            transforms.add(_locate(g, gts, step=8)[3])
+    for p in _patches(sampler, 4):
+        np.testing.assert_array_equal(p.compressed, (p.target.astype(int) + OFFSETS["jpeg", 30])
+                                      % 256)  # the same transform
+        transforms.add(_locate(p.target, gts, step=8)[3])
     assert transforms == set(range(8))
 
 
 def test_grid_alignment_can_be_disabled(built):
     out, gts = built
     src = data.from_built(out, levels=[50], grid_aligned=False)
-    ds = data.make_train_dataset(src, patch_size=P, batch_size=16, seed=0, augment=False)
-    (_, gt, _), = _batches(ds, 1)
-    offsets = [_locate(g, gts)[1:3] for g in _u8(gt)]
+    offsets = [_locate(p.target, gts)[1:3] for p in _patches(data.PatchSampler(src, P, 16,
+                                                                               augment=False), 1)]
     assert any(y % 8 or x % 8 for y, x in offsets)
 
 
-def test_mixed_codecs_share_severity_axis(built):
+def test_mixed_codecs_share_the_exit_weight_table(built):
     out, _ = built
     src = data.from_built(out, codecs=("jpeg", "hevc"), levels={"jpeg": [10, 50]})
-    assert sorted(set(zip(src.codecs, src.levels))) == [("hevc", 22), ("hevc", 42),
-                                                         ("jpeg", 10), ("jpeg", 50)]
-    ds = data.make_train_dataset(src, patch_size=P, batch_size=16, seed=0, augment=False)
-    by_sev = {}
-    for comp, gt, sev in _batches(ds, 4):
-        for c, g, s in zip(_u8(comp), _u8(gt), sev):
-            by_sev.setdefault(float(s), set()).add(int((c[0, 0] - g[0, 0]) % 256))
-    # severity 0 = JPEG QF 50 and HEVC QP 22; 4 = QF 10 and QP 42
-    assert by_sev == {0.0: {55, 77}, 4.0: {11, 99}}
+    assert sorted({(r.codec, r.level) for r in src.records}) == [
+        ("hevc", 22), ("hevc", 42), ("jpeg", 10), ("jpeg", 50)]
+    table = EXIT_WEIGHTS * 3  # a custom table is used as given
+    by_row = {}
+    for p in _patches(data.PatchSampler(src, P, 16, table=table, augment=False), 4):
+        row = int(np.flatnonzero((table == p.weights).all(1))[0])
+        by_row.setdefault(row, set()).add((int(p.compressed[0, 0]) - int(p.target[0, 0])) % 256)
+    # row 0 = JPEG QF 50 and HEVC QP 22; row 4 = QF 10 and QP 42
+    assert by_row == {0: {55, 77}, 4: {11, 99}}
 
 
-def test_determinism_start_index_and_checkpoint(built, tmp_path):
+def test_batches_are_a_function_of_seed_and_step(built):
     out, _ = built
-    src = data.from_built(out)
-    make = lambda **kw: data.make_train_dataset(src, patch_size=P, batch_size=4, **kw)  # noqa: E731
-    a, b = _batches(make(seed=3), 3), _batches(make(seed=3), 3)
-    for x, y in zip(a, b):
-        for u, v in zip(x, y):
+    make = lambda seed: data.PatchSampler(data.from_built(out), P, 4, seed=seed)  # noqa: E731
+    a, b = make(3), make(3)
+    for n in (0, 1, 7):
+        for u, v in zip(a(n), b(n)):
             np.testing.assert_array_equal(u, v)
-    assert not np.array_equal(a[0][1], _batches(make(seed=4), 1)[0][1])
-    resumed = _batches(make(seed=3, start_index=2 * 4), 1)[0]
-    np.testing.assert_array_equal(resumed[1], a[2][1])
-
-    it = iter(make(seed=3))
-    next(it)
-    ckpt = tf.train.Checkpoint(iterator=it)
-    path = ckpt.save(str(tmp_path / "ckpt" / "it"))
-    after = [next(it)[1].numpy() for _ in range(2)]
-    ckpt.restore(path)
-    np.testing.assert_array_equal(next(it)[1].numpy(), after[0])
-    np.testing.assert_array_equal(after[0], a[1][1])
+    assert not np.array_equal(a(0)[1], make(4)(0)[1])
+    assert not np.array_equal(a(0)[1], a(1)[1])
+    stream = data.batches(a, start=5, workers=2)  # a resumed run starts at its step
+    for n in (5, 6, 7):
+        np.testing.assert_array_equal(next(stream)[1], b(n)[1])
 
 
 def test_on_the_fly_jpeg_matches_opencv(src_dir, caplog):
     d, ys = src_dir
     with caplog.at_level(logging.WARNING):
-        src = data.on_the_fly_jpeg([d], qf_range=(10, 50))
+        src = data.on_the_fly_jpeg([d])
     assert "skipped 1 unreadable image(s)" in caplog.text and "broken.png" in caplog.text
     assert src.names == ("colour", "sub/gray") and len(src.skipped) == 1
-    np.testing.assert_array_equal(src.gt[0], ys["colour"])  # BT.601 Y of the RGB file
-    ds = data.make_train_dataset(src, patch_size=P, batch_size=16, seed=0, augment=False)
+    np.testing.assert_array_equal(src.records[0].gt, ys["colour"])  # BT.601 Y of the RGB file
     qfs = set()
-    for comp, gt, sev in _batches(ds, 2):
-        for c, g, s in zip(_u8(comp), _u8(gt), sev):
-            assert _locate(g, ys) is not None  # a crop of the Y plane
-            qf = round(50 - 10 * float(s))
-            assert float(s) == pytest.approx(severity("jpeg", qf))
-            ok, enc = cv2.imencode(".jpg", g.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, qf])
-            np.testing.assert_array_equal(c, cv2.imdecode(enc, cv2.IMREAD_UNCHANGED))
-            qfs.add(qf)
+    for p in _patches(data.PatchSampler(src, P, 16, augment=False), 2):
+        assert _locate(p.target, ys) is not None  # a crop of the Y plane
+        np.testing.assert_array_equal(p.weights, np.float32(exit_weights(severity("jpeg",
+                                                                                  p.level))))
+        ok, enc = cv2.imencode(".jpg", p.target, [cv2.IMWRITE_JPEG_QUALITY, p.level])
+        np.testing.assert_array_equal(p.compressed, cv2.imdecode(enc, cv2.IMREAD_UNCHANGED))
+        qfs.add(p.level)
     assert len(qfs) > 10 and min(qfs) >= 10 and max(qfs) <= 50
 
 
@@ -198,30 +189,44 @@ def test_16bit_colour_ground_truth_is_rounded_once(tmp_path):
     expected = np.round(16 + 65.481 * r + 128.553 * g + 24.966 * b).astype(np.uint8)
     via_8bit = rgb_to_y_uint8(np.round(rgb / 257.0).astype(np.uint8))
     assert (via_8bit != expected).any()  # the two roundings really differ on this image
-    np.testing.assert_array_equal(data.on_the_fly_jpeg([tmp_path]).gt[0], expected)
+    np.testing.assert_array_equal(data.on_the_fly_jpeg([tmp_path]).records[0].gt, expected)
 
 
 def test_low_qf_share_draws_qf_10_to_20(src_dir):
-    d, ys = src_dir
+    d, _ = src_dir
+    src = data.on_the_fly_jpeg([d])
 
     def qfs(low_qf):
-        src = data.on_the_fly_jpeg([d], low_qf=low_qf)
-        ds = data.make_train_dataset(src, patch_size=P, batch_size=16, seed=3, augment=False)
-        found = []
-        for comp, gt, sev in _batches(ds, 4):
-            for c, g, s in zip(_u8(comp), _u8(gt), sev):
-                qf = round(50 - 10 * float(s))
-                ok, enc = cv2.imencode(".jpg", g.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, qf])
-                np.testing.assert_array_equal(c, cv2.imdecode(enc, cv2.IMREAD_UNCHANGED))
-                found.append(qf)
-        return np.array(found)
+        return np.array([p.level for p in _patches(
+            data.PatchSampler(src, P, 16, seed=3, low_qf=low_qf), 4)])
 
     assert qfs(1.0).max() <= 20 and len(set(qfs(1.0))) > 5
     half, plain = qfs(0.5), qfs(0.0)
     assert half.max() > 20 and 0.45 < np.mean(half <= 20) < 0.85  # expected 0.63
     assert np.mean(plain <= 20) < 0.45  # expected 11/41 = 0.27
     with pytest.raises(ValueError, match="low_qf"):
-        data.on_the_fly_jpeg([d], low_qf=1.5)
+        data.PatchSampler(src, P, 16, low_qf=1.5)
+
+
+def test_light_patches_are_left_alone_by_their_weights(src_dir):
+    d, ys = src_dir
+    sampler = data.PatchSampler(data.on_the_fly_jpeg([d]), P, 16, augment=False, light=1.0)
+    kinds = set()
+    for p in _patches(sampler, 4):
+        if p.level == -1:  # uncompressed: the target itself
+            np.testing.assert_array_equal(p.compressed, p.target)
+        assert p.level == -1 or 51 <= p.level <= 100
+        kinds.add("none" if p.level == -1 else "light")
+        if (p.weights == LIGHT_EXIT_WEIGHTS).all():
+            continue
+        assert p.level >= 51  # re-saved after a heavy first pass keeps its heavy weights
+        kinds.add("re-saved heavy")
+    assert kinds == {"none", "light", "re-saved heavy"}
+    off = data.PatchSampler(data.on_the_fly_jpeg([d]), P, 16, augment=False)
+    on = data.PatchSampler(data.on_the_fly_jpeg([d]), P, 16, augment=False, light=1e-9)
+    assert not np.array_equal(off(0)[0], on(0)[0])  # the light draw changes the stream
+    np.testing.assert_array_equal(off(0)[0], data.PatchSampler(
+        data.on_the_fly_jpeg([d]), P, 16, augment=False, light=0.0)(0)[0])
 
 
 def _damage(path, how):
@@ -247,13 +252,12 @@ def test_unreadable_built_files_are_skipped_counted_and_named_once(built, caplog
     for name in ("b.png", "30/a.png", "50/tiny.png"):
         assert warnings[0].count(name) == 1, name
     assert "differs from its ground truth" in warnings[0] and len(src.skipped) == 3
-    assert list(zip(src.names, src.levels)) == [("a", 10), ("tiny", 10), ("tiny", 30), ("a", 50)]
-    ds = data.make_train_dataset(src, patch_size=P, batch_size=8, seed=0, augment=False)
-    for comp, gt, sev in _batches(ds, 2):
-        for c, g, s in zip(_u8(comp), _u8(gt), sev):
-            assert _locate(g, gts)[0] == "a"  # b is gone, tiny is smaller than a patch
-            level = {severity("jpeg", q): q for q in (10, 50)}[float(s)]
-            np.testing.assert_array_equal(c, (g + OFFSETS["jpeg", level]) % 256)
+    assert [(r.name, r.level) for r in src.records] == [("a", 10), ("tiny", 10), ("tiny", 30),
+                                                        ("a", 50)]
+    for p in _patches(data.PatchSampler(src, P, 8, augment=False), 2):
+        assert _locate(p.target, gts)[0] == "a"  # b is gone, tiny is smaller than a patch
+        np.testing.assert_array_equal(p.compressed,
+                                      (p.target.astype(int) + OFFSETS["jpeg", p.level]) % 256)
     for f in (out / "gt" / "a.png", out / "gt" / "tiny.png"):
         _damage(f, "garbage")
     with pytest.raises(ValueError, match="no readable pairs"):
@@ -263,12 +267,12 @@ def test_unreadable_built_files_are_skipped_counted_and_named_once(built, caplog
 def test_image_damaged_mid_run_keeps_the_stream_and_is_skipped_on_reload(src_dir, caplog):
     d, ys = src_dir  # broken.png is corrupt from the start
     src = data.on_the_fly_jpeg([d])
-    make = lambda s: data.make_train_dataset(s, patch_size=P, batch_size=8, seed=1)  # noqa: E731
-    reference = _batches(make(src), 4)
-    running = iter(make(src))
-    first = [tuple(t.numpy() for t in next(running)) for _ in range(2)]
+    make = lambda s: data.PatchSampler(s, P, 8, seed=1)  # noqa: E731
+    reference = [make(src)(n) for n in range(4)]
+    running = data.batches(make(src))
+    first = [next(running) for _ in range(2)]
     _damage(d / "sub" / "gray.png", "truncate")  # while the run goes on
-    rest = [tuple(t.numpy() for t in next(running)) for _ in range(2)]
+    rest = [next(running) for _ in range(2)]
     for got, want in zip(first + rest, reference):
         for u, v in zip(got, want):
             np.testing.assert_array_equal(u, v)
@@ -280,9 +284,8 @@ def test_image_damaged_mid_run_keeps_the_stream_and_is_skipped_on_reload(src_dir
     assert len(warnings) == 1 and warnings[0].startswith("skipped 2 unreadable image(s)")
     assert warnings[0].count("broken.png") == 1 and warnings[0].count("gray.png") == 1
     assert reloaded.names == ("colour",) and len(reloaded.skipped) == 2
-    for _, gt, _ in _batches(make(reloaded), 2):
-        for g in _u8(gt):
-            assert _locate(g, ys)[0] == "colour"
+    for p in _patches(make(reloaded), 2):
+        assert _locate(p.target, ys)[0] == "colour"
 
 
 def test_bad_arguments(built, tmp_path):
@@ -290,9 +293,11 @@ def test_bad_arguments(built, tmp_path):
     src = data.from_built(out)
     for size in (0, 100, -32, 32.0):
         with pytest.raises(ValueError, match="multiple of 32"):
-            data.make_train_dataset(src, patch_size=size)
+            data.PatchSampler(src, size)
     with pytest.raises(ValueError, match="no image is at least 128x128"):
-        data.make_train_dataset(src, patch_size=128)
+        data.PatchSampler(src, 128)
+    with pytest.raises(ValueError, match="batch size"):
+        data.PatchSampler(src, P, 0)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no readable images"):
         data.on_the_fly_jpeg(tmp_path / "empty")
@@ -300,8 +305,8 @@ def test_bad_arguments(built, tmp_path):
         data.from_built(tmp_path / "empty")
     with pytest.raises(ValueError, match=r"level\(s\) \[20\]"):
         data.from_built(out, levels=[20, 30])
-    with pytest.raises(ValueError, match="outside"):
-        data.on_the_fly_jpeg(tmp_path / "empty", qf_range=(5, 50))
+    with pytest.raises(ValueError, match="no hevc training data"):
+        data.load_training_set([tmp_path / "empty"], ("hevc",))
 
 
 def test_validation_order_and_crop(tmp_path):
@@ -338,10 +343,9 @@ def test_validation_order_and_crop(tmp_path):
 
 
 def test_real_data_smoke(shared_data):
-    ds = data.make_train_dataset(data.on_the_fly_jpeg(shared_data / "train" / "t91"),
-                                 patch_size=128, batch_size=4, seed=0)
-    comp, gt, sev = next(iter(ds))
-    assert comp.shape == gt.shape == (4, 128, 128, 1) and sev.shape == (4,)
+    comp, gt, weights = data.PatchSampler(data.on_the_fly_jpeg(shared_data / "train" / "t91"),
+                                          128, 4)(0)
+    assert comp.shape == gt.shape == (4, 128, 128, 1) and weights.shape == (4, 5)
     val = data.validation_images(shared_data / "val" / "classic5", "jpeg", levels=[10])
     assert len(val) == 5
     psnr = [cv2.PSNR(v.gt, v.compressed) for v in val]

@@ -11,7 +11,8 @@ from rbqe_tf import calibration as cal
 from rbqe_tf.color import rgb_to_y_uint8
 from rbqe_tf.enhancer import Enhancer
 from rbqe_tf.evaluation import (PSNR_CAP_DB, full_reference, measure, oracle_exits,
-                                score_fidelity, spearman, summarize, to_uint8)
+                                score_fidelity, spearman, summarize)
+from rbqe_tf.metrics import to_uint8
 from rbqe_tf.evaluation_data import DataError, find_sources
 from rbqe_tf.macs import macs_per_stage
 from rbqe_tf.model import build_model

@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import tensorflow as tf
 
 from fuzzing import edit_one_field
 from rbqe_tf import model_file
 from rbqe_tf.config import RBQEConfig, get_config
 from rbqe_tf.model import WeightsError, build_model, load_model
 from rbqe_tf.train_config import ConfigError, TrainConfig
-from rbqe_tf.trainer import build
+from rbqe_tf.training import initial_model
 
 WEIGHTS = "model.weights.h5"
 
@@ -117,7 +116,7 @@ def test_training_init_from_another_architecture_is_a_config_error(saved, tmp_pa
     cfg = TrainConfig(data=[], run_dir=str(tmp_path), variant="tiny",
                       init=str(saved / "tiny3.keras"))
     with pytest.raises(ConfigError, match="tiny3.keras: architecture differs from --variant tiny"):
-        build(cfg, tf.distribute.get_strategy())
+        initial_model(cfg)
 
 
 def test_truncated_file_says_so(saved, tmp_path):

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -18,22 +19,25 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rbqe_tf.levels import EXIT_WEIGHTS
+from rbqe_tf.checkpoints import Checkpoints, checkpoint_paths
 from rbqe_tf.model import build_model
-from rbqe_tf.train_state import Checkpoints, checkpoint_paths
 from rbqe_tf.train_step import TrainStep
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _groups(step):
+    return {"model": step.model.weights, "optimizer": step.optimizer.variables}
+
+
 def _variables(step):
-    return step.model.weights + step.optimizer.variables + [step.step_count, step.skipped]
+    return step.model.weights + step.optimizer.variables
 
 
 @pytest.fixture(scope="module")
 def train_step():
     keras.utils.set_random_seed(0)
-    return TrainStep(build_model("tiny"), tf.distribute.get_strategy(), 2, EXIT_WEIGHTS)
+    return TrainStep(build_model("tiny"), tf.distribute.get_strategy(), 2)
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +45,13 @@ def saved(train_step, tmp_path_factory):
     """A run folder with checkpoints at steps 1, 2, 3 (distinct values in every variable)
     and the values each holds."""
     run_dir = tmp_path_factory.mktemp("saved")
-    checkpoints, values, rng = Checkpoints(run_dir, train_step), {}, np.random.default_rng(0)
+    checkpoints = Checkpoints(run_dir, _groups(train_step))
+    values, rng = {}, np.random.default_rng(0)
     for step in (1, 2, 3):
         values[step] = [rng.integers(0, 100, v.shape).astype(v.numpy().dtype)
                         for v in _variables(train_step)]
-        values[step][-2] = np.int64(step)  # the step counter
         _assign(train_step, values[step])
-        checkpoints.save()
+        checkpoints.save(step, {"skipped": 10 * step})
     return run_dir, values
 
 
@@ -63,18 +67,35 @@ def _truncate(path):
 
 
 def _flip(path):
+    """Flips one bit in the middle of the largest array's data (a flip in a zip header field
+    that holds nothing, e.g. a time stamp, would damage nothing)."""
+    with zipfile.ZipFile(path) as z:
+        member = max(z.infolist(), key=lambda i: i.file_size)
     raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
+    start = member.header_offset + 30 + int.from_bytes(raw[member.header_offset + 26:
+                                                           member.header_offset + 28], "little")
+    start += int.from_bytes(raw[member.header_offset + 28:member.header_offset + 30], "little")
+    raw[start + member.file_size // 2] ^= 0x01
     path.write_bytes(bytes(raw))
 
 
-DATA, INDEX = "ckpt-3.data-00000-of-00001", "ckpt-3.index"
+NEWEST = "ckpt-3.npz"
+
+
+def _other_model(d):
+    """A whole checkpoint of a model with other shapes (e.g. another variant)."""
+    keras.utils.set_random_seed(1)
+    other = build_model("tiny", features=8)
+    Checkpoints(d.parent / "other", {"model": other.weights}).save(3)
+    shutil.copy(d.parent / "other" / "checkpoints" / NEWEST, d / NEWEST)
+
+
 DAMAGE = {
-    "data truncated": lambda d: _truncate(d / DATA),
-    "data bit flipped": lambda d: _flip(d / DATA),
-    "data missing": lambda d: (d / DATA).unlink(),
-    "index empty": lambda d: (d / INDEX).write_bytes(b""),
-    "index truncated": lambda d: _truncate(d / INDEX),
+    "truncated": lambda d: _truncate(d / NEWEST),
+    "bit flipped": lambda d: _flip(d / NEWEST),
+    "empty": lambda d: (d / NEWEST).write_bytes(b""),
+    "not a zip": lambda d: (d / NEWEST).write_text("checkpoint"),
+    "another model": _other_model,
 }
 
 
@@ -84,7 +105,7 @@ def _restore_copy(saved, tmp_path, train_step, damage=None):
     if damage:
         damage(run_dir / "checkpoints")
     _assign(train_step)  # zeros, so that every restored value is visible
-    return Checkpoints(run_dir, train_step).restore_latest()
+    return Checkpoints(run_dir, _groups(train_step)).restore_latest()
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
@@ -92,7 +113,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(saved, train_step,
                                                               caplog, damage):
     with caplog.at_level(logging.WARNING):
         step = _restore_copy(saved, tmp_path, train_step, DAMAGE[damage])
-    assert step == 2
+    assert step == (2, {"skipped": 20})
     for got, want in zip((v.numpy() for v in _variables(train_step)), saved[1][2]):
         np.testing.assert_array_equal(got, want)
     warnings = [r.getMessage() for r in caplog.records]
@@ -102,28 +123,36 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(saved, train_step,
 
 def test_interrupted_write_is_ignored_and_a_complete_unlisted_one_is_used(saved, train_step,
                                                                          tmp_path, caplog):
-    def leftovers(d):  # a kill inside step 5's save, and step 4 complete but unlisted
-        (d / "ckpt-5_temp").mkdir()
-        (d / "ckpt-5_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x" * 99)
-        (d / "ckpt-5.data-00000-of-00001").write_bytes((d / DATA).read_bytes())
-        for suffix in (".data-00000-of-00001", ".index"):
-            shutil.copy(d / f"ckpt-3{suffix}", d / f"ckpt-4{suffix}")
+    def leftovers(d):  # a kill inside step 5's save, and step 4 complete (a copy of step 3)
+        (d / ".tmp-999999-abc.npz").write_bytes((d / NEWEST).read_bytes()[:99])
+        (d / "ckpt-5.npz.part").write_bytes(b"x" * 99)
+        shutil.copy(d / NEWEST, d / "ckpt-4.npz")
     with caplog.at_level(logging.WARNING):
-        assert _restore_copy(saved, tmp_path, train_step, leftovers) == 3  # ckpt-4 holds step 3
+        assert _restore_copy(saved, tmp_path, train_step, leftovers)[0] == 3  # ckpt-4 holds 3
     assert not caplog.records
-    assert [Path(p).name for p in checkpoint_paths(tmp_path / "run" / "checkpoints")] == [
-        "ckpt-4", "ckpt-3", "ckpt-2", "ckpt-1"]
+    assert [p.name for p in checkpoint_paths(tmp_path / "run" / "checkpoints")] == [
+        "ckpt-4.npz", "ckpt-3.npz", "ckpt-2.npz", "ckpt-1.npz"]
 
 
 def test_no_restorable_checkpoint_is_a_one_line_error(saved, train_step, tmp_path):
     def damage_all(d):
-        for index in d.glob("*.index"):
-            index.write_bytes(b"")
+        for path in d.glob("*.npz"):
+            _truncate(path)
     with pytest.raises(ValueError, match=r"no checkpoint in .* restores \(3 tried; newest "
-                                         r".*ckpt-3: ") as error:
+                                         r".*ckpt-3.npz: ") as error:
         _restore_copy(saved, tmp_path, train_step, damage_all)
     assert "\n" not in str(error.value)
-    assert Checkpoints(tmp_path / "empty", train_step).restore_latest() is None
+    assert Checkpoints(tmp_path / "empty", _groups(train_step)).restore_latest() is None
+
+
+def test_only_the_newest_three_are_kept_and_the_chief_alone_writes(train_step, tmp_path):
+    chief = Checkpoints(tmp_path, _groups(train_step))
+    for step in range(1, 6):
+        chief.save(step)
+    assert [p.name for p in checkpoint_paths(tmp_path / "checkpoints")] == [
+        "ckpt-5.npz", "ckpt-4.npz", "ckpt-3.npz"]
+    Checkpoints(tmp_path / "worker", _groups(train_step), chief=False).save(6)
+    assert not (tmp_path / "worker").exists()
 
 
 # --- a real training process, interrupted at random moments -------------------------------
@@ -149,7 +178,7 @@ def _launch(data_dir, run_dir, resume):
 
 def _newest(checkpoint_dir):
     paths = checkpoint_paths(checkpoint_dir)
-    return int(paths[0].rsplit("-", 1)[1]) if paths else -1
+    return int(paths[0].stem.split("-")[1]) if paths else -1
 
 
 def _interrupt(proc, checkpoint_dir, after, signum, rng, mid_write):
@@ -161,7 +190,7 @@ def _interrupt(proc, checkpoint_dir, after, signum, rng, mid_write):
     assert proc.poll() is None, proc.communicate()[1][-3000:]
     time.sleep(rng.uniform(0, 0.5))
     while mid_write and time.time() < deadline and not any(
-            "_temp" in p.name or "tempstate" in p.name for p in checkpoint_dir.iterdir()):
+            p.name.startswith(".tmp-") for p in checkpoint_dir.iterdir()):
         time.sleep(0.0005)
     proc.send_signal(signum)
     return proc.communicate(timeout=300)
@@ -197,5 +226,5 @@ def test_kills_at_random_moments_always_resume_from_a_loadable_checkpoint(tmp_pa
         assert newest > (resumed_at or 0)
         # What the next launch must resume from: the newest checkpoint, read back whole.
         _assign(train_step)
-        assert Checkpoints(run_dir, train_step).restore_latest() == newest
+        assert Checkpoints(run_dir, _groups(train_step)).restore_latest()[0] == newest
         resumed_at = newest

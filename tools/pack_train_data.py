@@ -1,27 +1,30 @@
-"""Packs training data for ``tools/fit_train.py`` on a machine without ffmpeg (a GPU lease).
+"""Packs training data for a GPU lease without ffmpeg (``python -m rbqe_tf.train --driver
+keras`` reads it there).
 
     python -m tools.pack_train_data --src ../shared/data/train --out .devdata \\
         [--hevc_crops 330] [--crop 144] [--seed 6] [--workers 2]
 
 Writes ``OUT/gt/<stem with / → _>.png`` (the uint8 Y ground truth of every lossless
-image under --src, ``rbqe_tf.sources``; ~0.65 bytes per pixel) and, with
-``--hevc_crops N``, ``OUT/hevc/``: N crops of ``--crop``² pixels at offsets that are
-multiples of 4, images drawn in proportion to their area, each x265-coded at QP 22..42
-by ``rbqe_tf.compression`` (``NNNN_qpQ.png``) and listed in ``index.json`` (ground-truth
-file and offset). Coding crops instead of whole images keeps the pack small enough
-to travel (330 crops: 18 MB).
+image under --src, ``rbqe_tf.sources``; ~0.65 bytes per pixel): a raw image folder for
+on-the-fly JPEG. With ``--hevc_crops N``, ``OUT/hevc/`` is a built set in the format
+``python -m datasets.build`` writes (``manifest.jsonl``, ``gt/``, ``hevc/<QP>/``) holding N
+crops of ``--crop``² pixels at offsets that are multiples of 4, images drawn in
+proportion to their area, each x265-coded at QP 22..42 by ``rbqe_tf.compression``.
+Coding crops instead of whole images keeps the pack small enough to travel (330 crops:
+18 MB). Train on both with ``--data OUT/gt,OUT/hevc --codec both``.
 """
 import argparse
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
+from rbqe_tf import metrics
 from rbqe_tf.compression import compress_hevc
 from rbqe_tf.image_io import read_image
 from rbqe_tf.levels import DEFAULT_LEVELS
+from rbqe_tf.pairs_manifest import write_manifest
 from rbqe_tf.sources import list_sources, stem_of, to_y
 
 PNG = [cv2.IMWRITE_PNG_COMPRESSION, 9]
@@ -53,22 +56,33 @@ def pick_crops(planes, count, size, seed):
 
 
 def pack_hevc(planes, out, count, size, seed, workers):
-    hevc_dir = os.path.join(out, "hevc")
-    os.makedirs(hevc_dir, exist_ok=True)
+    """Writes the HEVC crops as a built set under ``out``/hevc → its manifest rows."""
+    root = os.path.join(out, "hevc")
     qps = list(DEFAULT_LEVELS["hevc"])
+    for folder in ["gt"] + [f"hevc/{qp}" for qp in qps]:
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
 
     def code(crop):
         n, name, y0, x0 = crop
+        stem = f"{n:04d}"
         target = np.ascontiguousarray(planes[name][y0:y0 + size, x0:x0 + size])
+        cv2.imwrite(os.path.join(root, "gt", f"{stem}.png"), target, PNG)
+        rows = []
         for qp in qps:
-            decoded, _ = compress_hevc(target, qp)
-            cv2.imwrite(os.path.join(hevc_dir, f"{n:04d}_qp{qp}.png"), decoded, PNG)
-        return {"n": n, "gt": name, "y0": y0, "x0": x0}
+            decoded, n_bytes = compress_hevc(target, qp)
+            path = f"hevc/{qp}/{stem}.png"
+            cv2.imwrite(os.path.join(root, path), decoded, PNG)
+            rows.append({"stem": stem, "source": f"{name}@{y0},{x0}", "codec": "hevc",
+                         "level": qp, "gt": f"gt/{stem}.png", "path": path, "height": size,
+                         "width": size, "bytes": n_bytes, "bpp": n_bytes * 8 / size ** 2,
+                         "psnr": metrics.psnr(target, decoded),
+                         "ssim": metrics.ssim(target, decoded)})
+        return rows
 
     with ThreadPoolExecutor(workers) as pool:
-        index = list(pool.map(code, pick_crops(planes, count, size, seed)))
-    with open(os.path.join(hevc_dir, "index.json"), "w") as f:
-        json.dump({"size": size, "qps": qps, "crops": index}, f)
+        rows = [r for rs in pool.map(code, pick_crops(planes, count, size, seed)) for r in rs]
+    write_manifest(root, rows)
+    return rows
 
 
 def main(argv=None):
@@ -85,7 +99,7 @@ def main(argv=None):
     print(f"{len(planes)} ground-truth planes → {a.out}/gt")
     if a.hevc_crops:
         pack_hevc(planes, a.out, a.hevc_crops, a.crop, a.seed, a.workers)
-        print(f"{a.hevc_crops} HEVC crops → {a.out}/hevc")
+        print(f"{a.hevc_crops} HEVC crops → {a.out}/hevc (a built set)")
 
 
 if __name__ == "__main__":
