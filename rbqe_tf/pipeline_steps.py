@@ -219,15 +219,12 @@ class ReadImages(beam.DoFn):
             yield beam.pvalue.TaggedOutput(RECORDS, record(self.settings, path, "exists", target))
             return
         if _is_video(path):
-            if self.settings.model.kind != "keras":
-                problem = "videos need --model keras (export.run takes none either)"
-            elif not _is_local(path):
-                problem = "videos are read from a mounted file system, not through Beam's"
-            else:
+            if _is_local(path):
                 yield (path, target, None), Clip(path, target)
-                return
-            yield beam.pvalue.TaggedOutput(RECORDS, record(self.settings, path, "error", target,
-                                                           problem))
+            else:
+                yield beam.pvalue.TaggedOutput(RECORDS, record(
+                    self.settings, path, "error", target,
+                    "videos are read from a mounted file system, not through Beam's"))
             return
         try:
             check_file_size(path, size)
@@ -271,12 +268,16 @@ class EnhanceHandler(ModelHandler):
         return results
 
     def _video(self, clip, model):
-        """A clip through rbqe_tf.video with this worker's model (the enhance CLI's with
-        --codec or --weights given: one model for every stream) → its report."""
+        """A clip through rbqe_tf.video with this worker's model, one for every stream, as
+        the enhance CLI with --codec or --weights given and export.run do (their sidecars'
+        model names too) → its report."""
         settings = self.settings
+        spec = settings.model
+        described = f"{spec.codec} {'export' if spec.kind == 'tflite' else 'model'}"
 
         def enhance_for(stream_codec):
-            return (lambda y: model(y, settings.exit)), f"{settings.model.codec} model"
+            return (lambda y, exit=None: model(y, settings.exit if exit is None else exit),
+                    described)
         return enhance_video(clip.path, clip.target, enhance_for, settings.video_codec,
                              settings.crf, settings.overwrite, progress_every=0)
 

@@ -148,8 +148,8 @@ def test_a_killed_run_is_finished_by_a_rerun_writing_each_input_once(corpus, tmp
 
 @pytest.mark.slow
 def test_tflite_outputs_equal_the_runner_cli(corpus, tmp_path, export_tiny):
-    """--model tflite: the TensorFlow-free workers give export.run's bytes (videos need
-    the Keras model, as in the CLIs)."""
+    """--model tflite: the TensorFlow-free workers give export.run's bytes, and its
+    frames and sidecar model name for a video."""
     images, _, _ = corpus
     models = export_tiny("fp32")
     ref, out = tmp_path / "ref", tmp_path / "out"
@@ -159,10 +159,12 @@ def test_tflite_outputs_equal_the_runner_cli(corpus, tmp_path, export_tiny):
                            "--output", str(out), "--model", "tflite", "--models", models],
                           capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
     assert proc.returncode == 1, proc.stderr
-    assert len(_outputs(ref)) == 6 and _outputs(out) == _outputs(ref)
+    assert len(_outputs(ref)) == 7 and _outputs(out) == _outputs(ref)
+    sidecars = [json.loads((folder / "clip.mkv.json").read_text()) for folder in (ref, out)]
+    assert sidecars[0]["model"] == sidecars[1]["model"] == "jpeg export"
     records = _manifest(out)
     assert records["broken.jpg"]["error"] == UNREADABLE
-    assert records["clip.mp4"]["error"].startswith("videos need --model keras")
+    assert records["clip.mp4"]["status"] == "enhanced" and records["clip.mp4"]["frames"] == 4
     assert {r["model"] for r in records.values()} == {f"tflite:{models}"}
 
 
