@@ -354,7 +354,8 @@ def markdown(res):
                   "", "| target | value | limit | met |", "|---|---|---|---|"]
         for name, v in t["values"].items():
             met = {True: "yes", False: "no", None: f"flagged: {v.get('flag')}"}[v["met"]]
-            lines.append(f"| {TARGET_LABELS.get(name, name)} | {v['value']:.3f} | "
+            lines.append(f"| {TARGET_LABELS.get(name, name)} | "
+                         f"{_f(v['value'], 1 if v['limit'] >= 10 else 3)} | "
                          f"≤ {v['limit']:g} | {met} |")
     prof = res.get("profile")
     if prof and prof["ops"]:

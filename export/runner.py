@@ -146,9 +146,11 @@ class Runner:
                  + (exit_names if self.monolithic else []))
         self._content = {name: checked_bytes(folder, manifest, name) for name in names}
         self._models = {}
-        # Opened now: the score file is small, and LiteRT prints its once-per-process
-        # delegate line here, where a command line mutes native stderr, not mid-batch.
-        self.model(f"score_{self.codec}")
+        # LiteRT prints its delegate line once per process, when the first interpreter
+        # is made: make one now, where a command line mutes native stderr, not mid-batch.
+        # Not kept: the gain decision never needs the score model (12 MB at 512²).
+        score = f"score_{self.codec}"
+        open_model(folder, manifest, score, num_threads, xnnpack, (), self._content[score])
 
     def model(self, name):
         """The :class:`export.litert_model.TFLiteModel` of ``name`` (any file of the
