@@ -38,12 +38,19 @@ flags.DEFINE_string("exit_weights", D.exit_weights, "Per-level exit loss weights
 flags.DEFINE_integer("seed", D.seed, "Seed of the data stream.")
 flags.DEFINE_float("low_qf", D.low_qf, "Share of on-the-fly JPEG patches with QF 10..20 (else "
                    "10..50); match the float model's training mix.")
+flags.DEFINE_float("light", D.light, "Share of on-the-fly JPEG patches that are light (as "
+                   "rbqe_tf.train).")
+flags.DEFINE_float("relative_eps", D.relative_eps, "Relative loss (as rbqe_tf.train).")
+flags.DEFINE_float("time_budget", D.time_budget, "Run length in seconds (0: --steps alone).")
+flags.DEFINE_integer("warmup", D.warmup, "Warm-up steps of the cosine schedule.")
+flags.DEFINE_integer("workers", D.workers, "Threads making patches.")
 flags.DEFINE_integer("ckpt_every", D.ckpt_every, "Checkpoint every N steps.")
 flags.DEFINE_integer("log_every", D.log_every, "Progress-line update interval.")
 flags.DEFINE_boolean("resume", False, "Continue from the run directory's latest checkpoint.")
 
 FIELDS = ("init", "data", "run_dir", "codec", "steps", "batch", "patch", "lr", "lr_schedule",
-          "exit_weights", "seed", "ckpt_every", "log_every", "resume", "low_qf")
+          "exit_weights", "seed", "ckpt_every", "log_every", "resume", "low_qf", "light",
+          "relative_eps", "time_budget", "warmup", "workers")
 
 
 def main(argv):
