@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rbqe_tf.compression import (HEVC_QP_RANGE, JPEG_QUALITY_RANGE, CodecError, compress,
-                                 ffmpeg_problem)
+from rbqe_tf.compression import CodecError, compress, ffmpeg_problem
+from rbqe_tf.compression import parse_levels as parse_codec_levels
 from rbqe_tf.files import TEMP_PREFIX
 from rbqe_tf.image_io import ImageError, read_image, write_image
 from rbqe_tf.levels import CODECS, DEFAULT_LEVELS
@@ -37,7 +37,6 @@ from rbqe_tf.pairs_manifest import (append_row, manifest_path, read_manifest, ro
                                     write_manifest)
 from rbqe_tf.sources import list_sources, stem_of, to_y
 
-LEVEL_RANGE = {"jpeg": JPEG_QUALITY_RANGE, "hevc": HEVC_QP_RANGE}
 LOCK_NAME = ".build.lock"
 
 
@@ -71,20 +70,10 @@ def parse_levels(codec, levels):
     """Validates levels (default: ``DEFAULT_LEVELS[codec]``) → sorted unique ints."""
     if codec not in CODECS:
         raise BuildError(f"unknown codec {codec!r} (expected one of {', '.join(CODECS)})")
-    if not levels:
-        return list(DEFAULT_LEVELS[codec])
-    lo, hi = LEVEL_RANGE[codec]
-    name = "quality" if codec == "jpeg" else "QP"
-    parsed = set()
-    for level in levels:
-        try:
-            value = int(str(level).strip())
-        except ValueError:
-            raise BuildError(f"{codec} {name} {level!r} is not an integer") from None
-        if not lo <= value <= hi:
-            raise BuildError(f"{codec} {name} {value} is outside {lo}..{hi}")
-        parsed.add(value)
-    return sorted(parsed)
+    try:
+        return parse_codec_levels(codec, levels) if levels else list(DEFAULT_LEVELS[codec])
+    except ValueError as e:
+        raise BuildError(str(e)) from None
 
 
 def _lock(out):

@@ -25,8 +25,11 @@ import subprocess
 import cv2
 import numpy as np
 
+from rbqe_tf.levels import UNCOMPRESSED, check_codec
+
 HEVC_QP_RANGE = (0, 51)
 JPEG_QUALITY_RANGE = (1, 100)
+LEVEL_RANGE = {"jpeg": JPEG_QUALITY_RANGE, "hevc": HEVC_QP_RANGE}
 X265_PRESET = "slow"
 X265_PARAMS = ("keyint=1:ipratio=1:psy-rd=0:psy-rdoq=0:wpp=0:pools=none:frame-threads=1"
                ":info=0:log-level=info")
@@ -37,6 +40,26 @@ _AVG_QP = re.compile(r"frame I:\s*(\d+), Avg QP:\s*([0-9.]+)")
 class CodecError(Exception):
     """A one-line, user-facing codec failure."""
 
+
+
+def parse_levels(codec, levels, uncompressed=False):
+    """Levels as given (strings or ints) → sorted unique ints in the codec's range
+    (ValueError otherwise); with ``uncompressed``, "none" is the uncompressed input
+    (``UNCOMPRESSED``). The one reading of a ``--levels`` list."""
+    lo, hi = LEVEL_RANGE[check_codec(codec)]
+    parsed = set()
+    for level in levels:
+        if uncompressed and (str(level).strip().lower() == "none" or level == UNCOMPRESSED):
+            parsed.add(UNCOMPRESSED)
+            continue
+        try:
+            value = int(str(level).strip())
+        except ValueError:
+            raise ValueError(f"{codec} level {level!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"{codec} level {value} is outside {lo}..{hi}")
+        parsed.add(value)
+    return sorted(parsed)
 
 def _check_y(y):
     y = np.asarray(y)

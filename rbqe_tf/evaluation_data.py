@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rbqe_tf.compression import (HEVC_QP_RANGE, JPEG_QUALITY_RANGE, CodecError, compress,
-                                 ffmpeg_problem)
+from rbqe_tf import compression
+from rbqe_tf.compression import CodecError, compress, ffmpeg_problem
 from rbqe_tf.image_io import ImageError, read_image
-from rbqe_tf.levels import DEFAULT_LEVELS, UNCOMPRESSED, check_codec
+from rbqe_tf.levels import DEFAULT_LEVELS, UNCOMPRESSED
 from rbqe_tf.pairs_manifest import manifest_path, read_manifest
 from rbqe_tf.sources import LOSSLESS_SUFFIXES, list_sources, stem_of, to_y
 
-LEVEL_RANGE = {"jpeg": JPEG_QUALITY_RANGE, "hevc": HEVC_QP_RANGE}
 MIN_SIDE = 11  # the SSIM window
 
 
@@ -33,22 +32,11 @@ class Source:
 
 
 def parse_levels(codec, levels):
-    """Levels as given (strings or ints) → sorted unique ints in the codec's range;
-    "none" is the uncompressed input (``UNCOMPRESSED``)."""
-    lo, hi = LEVEL_RANGE[check_codec(codec)]
-    parsed = set()
-    for level in levels:
-        if str(level).strip().lower() == "none" or level == UNCOMPRESSED:
-            parsed.add(UNCOMPRESSED)
-            continue
-        try:
-            value = int(str(level).strip())
-        except ValueError:
-            raise DataError(f"{codec} level {level!r} is not an integer") from None
-        if not lo <= value <= hi:
-            raise DataError(f"{codec} level {value} is outside {lo}..{hi}")
-        parsed.add(value)
-    return sorted(parsed)
+    """:func:`rbqe_tf.compression.parse_levels` with "none" allowed; DataError otherwise."""
+    try:
+        return compression.parse_levels(codec, levels, uncompressed=True)
+    except ValueError as e:
+        raise DataError(str(e)) from None
 
 
 def find_sources(data_dir, codec, levels=None):
