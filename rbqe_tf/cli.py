@@ -1,7 +1,8 @@
 """Shared command-line plumbing: a quiet TensorFlow start, ``--help`` with status 0,
 one-line errors, range checks, and muting native log chatter.
 
-Standard library only (the TensorFlow-free runner ``python -m export.run`` uses it), so
+Standard library (and the network's config) only: the TensorFlow-free runner ``python -m
+export.run`` uses it, so
 a command line can answer ``--help`` and usage errors before TensorFlow loads.
 """
 import contextlib
@@ -9,6 +10,8 @@ import math
 import os
 import signal
 import sys
+
+from rbqe_tf.config import RBQEConfig
 
 HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 
@@ -98,9 +101,11 @@ def exit_on_sigterm():
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-MAX_EXIT = 5
+MAX_EXIT = RBQEConfig().num_exits
 """The shipped variants' exits (``--exit`` is checked against it before a model loads; a
 model with fewer exits is checked once loaded)."""
+SIZE_MULTIPLE = RBQEConfig().size_multiple
+"""What ``--tile`` must be a multiple of (the shipped variants' downsampling)."""
 
 
 def enhancement_flag_problem(flags):

@@ -20,8 +20,8 @@ import types
 from absl import app, flags
 
 from rbqe_tf.batch import FORMAT_HELP, FORMATS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from rbqe_tf.cli import (check_range, enhancement_flag_problem, exit_on_sigterm, fail,
-                         import_tensorflow_quietly, parse_flags)
+from rbqe_tf.cli import (SIZE_MULTIPLE, check_range, enhancement_flag_problem,
+                         exit_on_sigterm, fail, import_tensorflow_quietly, parse_flags)
 from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 
 # rbqe_tf.enhancer's defaults, repeated here so that --help needs no TensorFlow
@@ -91,8 +91,8 @@ def usage_problem(inputs):
             "none of the input files exists"
     return (enhancement_flag_problem(FLAGS)
             # --tile, --overlap, --cache_mb: the Enhancer's own checks and words, made early
-            or check_range("tile", FLAGS.tile, 32, multiple=32,
-                           what="a positive multiple of 32")
+            or check_range("tile", FLAGS.tile, SIZE_MULTIPLE, multiple=SIZE_MULTIPLE,
+                           what=f"a positive multiple of {SIZE_MULTIPLE}")
             or check_range("overlap", FLAGS.overlap, 0, FLAGS.tile // 2 - 1, multiple=8,
                            what=f"a multiple of 8 in 0..{FLAGS.tile // 2 - 1}")
             or check_range("cache_mb", FLAGS.cache_mb, 0.0, what=">= 0")
