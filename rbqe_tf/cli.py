@@ -2,8 +2,8 @@
 one-line errors, range checks, and muting native log chatter.
 
 Standard library (and the network's config) only: the TensorFlow-free runner ``python -m
-export.run`` uses it, so
-a command line can answer ``--help`` and usage errors before TensorFlow loads.
+export.run`` uses it, and a command line can answer ``--help`` and usage errors before
+TensorFlow loads.
 """
 import contextlib
 import math
