@@ -312,16 +312,19 @@ def markdown(res):
                   "`python -m benchmarks.stage_handover`, one interleaved run)", "",
                   "Ratios to the monolithic `exit_k` file of the same round. *copies*: stages "
                   "1..k with features copied out and in (`get_tensor`/`set_tensor`, the runner "
-                  "before); *views*: as the score decisions run them now; *runner, exit known*: "
+                  "before); *views*: as the score decisions run them now; *invokes*: the stage "
+                  "files' invokes alone (views − invokes = what the hand-over still costs); "
+                  "*runner, exit known*: "
                   "the whole runner on a one-tile image with the exit given (how the gain "
                   "decision runs: the monolithic file); *runner staged*: the same runner "
                   "made to stage.", "",
-                  "| exit | monolithic ms | copies | views | runner, exit known | runner staged |",
-                  "|---|---|---|---|---|---|"]
+                  "| exit | monolithic ms | copies | views | invokes | runner, exit known | "
+                  "runner staged |", "|---|---|---|---|---|---|---|"]
         for r in hand["exits"]:
             lines.append(f"| {r['exit']} | {r['monolithic']['median_ms']:.1f} | "
                          + " | ".join(f"{r[n + '_ratio']:.3f}" for n in
-                                      ("copies", "views", "runner", "runner_staged")) + " |")
+                                      ("copies", "views", "invokes", "runner",
+                                       "runner_staged")) + " |")
     decision = res.get("decision")
     if decision:
         lines += ["", "## Gain decision cost (`python -m benchmarks.decision_cost`, one "

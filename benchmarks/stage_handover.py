@@ -9,6 +9,8 @@ Per exit k, on a random tile, each round times (medians over ``--runs`` rounds):
   next (``get_tensor``/``set_tensor``: the runner's hand-over before views);
 - ``views``: stages 1..k as ``export.stages.iterate_stages`` runs them now (outputs left
   in the producing interpreter, one copy into the reading stage's input);
+- ``invokes``: the stage files' invokes alone (inputs left set by ``views``), so
+  ``views`` − ``invokes`` is what the hand-over still costs;
 - ``runner``: the whole ``Runner`` on a one-tile image with exit k forced, which is how
   the gain decision runs it (the monolithic file), beside ``runner_staged``, the same
   runner made to stage.
@@ -54,14 +56,15 @@ def main(argv=None):
     rows = []
     print(f"{a.models}: {runner.manifest['quantize']}, tile {tile}, {a.threads} threads, "
           f"load {os.getloadavg()[0]:.1f}")
-    print("exit | monolithic ms | copies (ratio) | views (ratio) | runner, exit forced "
-          "(ratio) | runner staged (ratio)")
+    print("exit | monolithic ms | copies (ratio) | views (ratio) | stage invokes alone (ratio) "
+          "| runner, exit forced (ratio) | runner staged (ratio)")
     for k in range(1, k_max + 1):
         exit_k = runner.model(f"exit_{k}")
         stats = time_round_robin({
             "monolithic": lambda: exit_k.run({"y": Value(y)}),
             "copies": lambda: _copies(stages[:k], y),
             "views": lambda: [None for _ in iterate_stages(stages[:k], y)],
+            "invokes": lambda: [stage.interpreter.invoke() for stage in stages[:k]],
             "runner": lambda: runner(image, exit=k),
             "runner_staged": lambda: staged(image, exit=k),
         }, a.runs, a.warmup)
@@ -71,7 +74,7 @@ def main(argv=None):
         rows.append(row)
         print(f"{k} | {mono:.1f} | " + " | ".join(
             f"{stats[n]['median_ms']:.1f} ({row[n + '_ratio']:.3f})"
-            for n in ("copies", "views", "runner", "runner_staged")), flush=True)
+            for n in ("copies", "views", "invokes", "runner", "runner_staged")), flush=True)
     rss, source = peak_rss_mb()
     result = {"command": "python -m benchmarks.stage_handover " + " ".join(argv or []),
               "models": a.models, "quantize": runner.manifest["quantize"], "tile": tile,

@@ -109,7 +109,7 @@ def test_edge_figures_page_from_harness_runs(generated_run):
     page = edge_figures.markdown(res)
     assert "| runner with the exit known (gain decision) / monolithic exit k, worst k | " \
         "1.010 | ≤ 1.05 | yes |" in page
-    assert "| runner peak RSS at 512² (MB), worst exit | 450.000 | ≤ 400 | no |" in page
+    assert "| runner peak RSS at 512² (MB), worst exit | 450.0 | ≤ 400 | no |" in page
     assert f"Early exit: 18 images from `generated` ({result['early_exit']['decision']}" in page
     assert "## Op-level profile of exit_1 (fp32, 1 threads; one-op models" in page
     assert "| CONV_2D | " in page
@@ -173,6 +173,29 @@ def test_mixed_set_with_a_baseline_export(tmp_path, export_tiny):
     assert base["early_exit"]["same_exits"] == 22  # the same export routes the same way
     assert base["early_exit"]["early_ratio"] == pytest.approx(
         ee["mean_ms"] / base["early_exit"]["mean_ms"])
+
+
+@pytest.mark.slow
+def test_stage_handover_and_decision_cost_commands(tmp_path, export_tiny, with_gain):
+    from benchmarks import decision_cost, stage_handover
+    folder = export_tiny("int8_full_int8_io")
+    out = tmp_path / "h.json"
+    assert stage_handover.main(["--models", folder, "--runs", "2", "--warmup", "0",
+                                "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["exits"]
+    assert [r["exit"] for r in rows] == [1, 2, 3, 4, 5]
+    for r in rows:
+        for name in ("copies", "views", "invokes", "runner", "runner_staged"):
+            assert r[f"{name}_ratio"] == pytest.approx(
+                r[name]["median_ms"] / r["monolithic"]["median_ms"])
+    gain_folder = with_gain(folder, tmp_path / "g", [0.1] * 5, {"margin": 0.1, "tolerance": 0})
+    out = tmp_path / "d.json"
+    assert decision_cost.main(["--models", gain_folder, "--sizes", "64,96", "--runs", "2",
+                               "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["size"] for r in rows] == [64, 96]
+    assert all(r["ratio"] == pytest.approx(r["one_thread"]["median_ms"]
+                                           / r["default"]["median_ms"]) for r in rows)
 
 
 def test_a_saving_with_every_image_at_one_exit_is_flagged():
