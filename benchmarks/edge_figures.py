@@ -317,14 +317,16 @@ def markdown(res):
                   "*runner, exit known*: "
                   "the whole runner on a one-tile image with the exit given (how the gain "
                   "decision runs: the monolithic file); *runner staged*: the same runner "
-                  "made to stage.", "",
+                  "made to stage; *own ms*: the runner's work around the file, timed with the "
+                  "file's invoke replaced by a no-op.", "",
                   "| exit | monolithic ms | copies | views | invokes | runner, exit known | "
-                  "runner staged |", "|---|---|---|---|---|---|---|"]
+                  "runner staged | own ms |", "|---|---|---|---|---|---|---|---|"]
         for r in hand["exits"]:
             lines.append(f"| {r['exit']} | {r['monolithic']['median_ms']:.1f} | "
                          + " | ".join(f"{r[n + '_ratio']:.3f}" for n in
                                       ("copies", "views", "invokes", "runner",
-                                       "runner_staged")) + " |")
+                                       "runner_staged"))
+                         + f" | {r['runner_own_ms']:.2f} |")
     decision = res.get("decision")
     if decision:
         lines += ["", "## Gain decision cost (`python -m benchmarks.decision_cost`, one "

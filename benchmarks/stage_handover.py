@@ -15,7 +15,10 @@ Per exit k, on a random tile, each round times (medians over ``--runs`` rounds):
   the gain decision runs it (the monolithic file), beside ``runner_staged``, the same
   runner made to stage.
 
-Ratios are to ``monolithic``. TensorFlow-free (ai-edge-litert + NumPy).
+Ratios are to ``monolithic``. Then ``runner_own_ms``: the runner's own work around the
+file (padding, quantizing, stitching, colour), timed with the file's ``invoke`` replaced
+by a no-op — a few ratios of two noisy medians cannot resolve it under load.
+TensorFlow-free (ai-edge-litert + NumPy).
 """
 import argparse
 import json
@@ -57,7 +60,7 @@ def main(argv=None):
     print(f"{a.models}: {runner.manifest['quantize']}, tile {tile}, {a.threads} threads, "
           f"load {os.getloadavg()[0]:.1f}")
     print("exit | monolithic ms | copies (ratio) | views (ratio) | stage invokes alone (ratio) "
-          "| runner, exit forced (ratio) | runner staged (ratio)")
+          "| runner, exit forced (ratio) | runner staged (ratio) | runner's own work ms")
     for k in range(1, k_max + 1):
         exit_k = runner.model(f"exit_{k}")
         stats = time_round_robin({
@@ -69,12 +72,19 @@ def main(argv=None):
             "runner_staged": lambda: staged(image, exit=k),
         }, a.runs, a.warmup)
         mono = stats["monolithic"]["median_ms"]
+        exit_k.interpreter.invoke = lambda: None  # an instance attribute: del restores it
+        try:
+            own = time_round_robin({"own": lambda: runner(image, exit=k)}, a.runs, 1)["own"]
+        finally:
+            del exit_k.interpreter.invoke
         row = {"exit": k, **stats, **{f"{name}_ratio": stats[name]["median_ms"] / mono
-                                      for name in stats if name != "monolithic"}}
+                                      for name in stats if name != "monolithic"},
+               "runner_own_ms": own["median_ms"]}
         rows.append(row)
         print(f"{k} | {mono:.1f} | " + " | ".join(
             f"{stats[n]['median_ms']:.1f} ({row[n + '_ratio']:.3f})"
-            for n in ("copies", "views", "invokes", "runner", "runner_staged")), flush=True)
+            for n in ("copies", "views", "invokes", "runner", "runner_staged"))
+              + f" | {row['runner_own_ms']:.2f}", flush=True)
     rss, source = peak_rss_mb()
     result = {"command": "python -m benchmarks.stage_handover " + " ".join(argv or []),
               "models": a.models, "quantize": runner.manifest["quantize"], "tile": tile,

@@ -188,6 +188,7 @@ def test_stage_handover_and_decision_cost_commands(tmp_path, export_tiny, with_g
         for name in ("copies", "views", "invokes", "runner", "runner_staged"):
             assert r[f"{name}_ratio"] == pytest.approx(
                 r[name]["median_ms"] / r["monolithic"]["median_ms"])
+        assert 0 < r["runner_own_ms"] < r["runner"]["median_ms"]
     gain_folder = with_gain(folder, tmp_path / "g", [0.1] * 5, {"margin": 0.1, "tolerance": 0})
     out = tmp_path / "d.json"
     assert decision_cost.main(["--models", gain_folder, "--sizes", "64,96", "--runs", "2",
