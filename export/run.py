@@ -21,7 +21,7 @@ from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pi
 
 DECISIONS = ("gain", "image", "tile")  # export.runner.DECISIONS (a test checks they agree)
 # rbqe_tf.video's choices, repeated so that --help needs no PyAV (a test checks they agree).
-VIDEO_CODECS, DEFAULT_CRF = ("ffv1", "libx264", "libx265"), 18
+VIDEO_CODECS, DEFAULT_CRF, DEFAULT_DECIDE_EVERY = ("ffv1", "libx264", "libx265"), 18, 10
 
 
 def _parser():
@@ -68,9 +68,10 @@ def _parser():
     p.add_argument("--crf", type=int, help=f"videos: libx264/libx265 constant rate factor, "
                    f"0..51 (default {DEFAULT_CRF}; lower: larger and closer to the enhanced "
                    f"frames)")
-    p.add_argument("--decide_every", type=int, default=1, help="videos: decide a frame's "
-                   "exit afresh every this many frames; the frames between reuse the last "
-                   "decision unless a scene cut comes first (default 1)")
+    p.add_argument("--decide_every", type=int, default=DEFAULT_DECIDE_EVERY,
+                   help="videos: decide a frame's exit afresh every this many frames; the "
+                        "frames between reuse the last decision unless a scene cut comes "
+                        f"first (1: every frame; default {DEFAULT_DECIDE_EVERY})")
     p.add_argument("--verbose", action="store_true", help="show LiteRT's own log lines")
     return p
 

@@ -28,7 +28,7 @@ from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pi
 # (tests/test_cli_enhance.py checks that they agree).
 DEFAULT_TILE, DEFAULT_OVERLAP, DEFAULT_CACHE_MB = 512, 32, 512
 # rbqe_tf.video's choices, repeated so that --help needs no PyAV.
-VIDEO_CODECS, DEFAULT_CRF = ("ffv1", "libx264", "libx265"), 18
+VIDEO_CODECS, DEFAULT_CRF, DEFAULT_DECIDE_EVERY = ("ffv1", "libx264", "libx265"), 18, 10
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output folder for the enhanced images (created when the "
@@ -65,9 +65,10 @@ flags.DEFINE_enum("video_codec", VIDEO_CODECS[0], list(VIDEO_CODECS), "Videos: f
                   "(lossless, the default) or libx264/libx265 at --crf (plays anywhere).")
 flags.DEFINE_integer("crf", DEFAULT_CRF, "Videos: libx264/libx265 constant rate factor, "
                      "0..51 (lower: larger and closer to the enhanced frames).")
-flags.DEFINE_integer("decide_every", 1, "Videos: decide a frame's exit afresh every this "
-                     "many frames; the frames between reuse the last decision unless a scene "
-                     "cut comes first (docs/video.md).")
+flags.DEFINE_integer("decide_every", DEFAULT_DECIDE_EVERY, "Videos: decide a frame's exit "
+                     "afresh every this many frames; the frames between reuse the last "
+                     "decision unless a scene cut comes first (1: decide every frame; "
+                     "docs/video.md).")
 flags.DEFINE_float("cache_mb", DEFAULT_CACHE_MB, "Memory for the features tiles keep between "
                    "exits (>= 0); tiles beyond it are re-run from the first stage (slower, same "
                    "result).")

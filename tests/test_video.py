@@ -137,6 +137,8 @@ class StandIn:
 
 
 def _enhance(src, target, enhancer=None, **options):
+    """``enhance_video`` with the stand-in; every frame decided unless told otherwise."""
+    options.setdefault("decide_every", 1)
     enhancer = enhancer or StandIn()
     report = video.enhance_video(str(src), str(target),
                                  lambda codec: (enhancer, f"stand-in for {codec}"), **options)
@@ -349,11 +351,11 @@ def test_the_network_decides_per_frame(tmp_path, tiny_model):  # TensorFlow from
     enhancer = Enhancer(tiny_model, "jpeg")
     src = _clip(tmp_path / "clip.mp4", size=(64, 64))
     report = video.enhance_video(str(src), str(tmp_path / "out.mkv"),
-                                 lambda codec: (enhancer, "tiny"))
+                                 lambda codec: (enhancer, "tiny"), decide_every=1)
     assert all(1 <= k <= 5 for k in report["exits"]) and report["frames"] == 8
     assert all(len(s) == min(k, 4) for s, k in zip(report["scores"], report["exits"]))
     left = video.enhance_video(str(src), str(tmp_path / "left.mkv"),
-                               lambda codec: (lambda y: enhancer(y, exit=0), "tiny"))
+                               lambda codec: (lambda y, exit=0: enhancer(y, exit), "tiny"))
     assert left["exit_histogram"] == [8]
     before, after = _decoded(src), _decoded(tmp_path / "left.mkv")
     for old, new in zip(before.planes, after.planes):
@@ -374,6 +376,8 @@ def test_cli_flags_repeat_the_modules_choices():
         video.VIDEO_CODECS)
     assert int(re.search(r"--crf:.*?\(default: '(\d+)'\)", proc.stdout, re.S).group(1)) \
         == video.DEFAULT_CRF
+    assert int(re.search(r"--decide_every:.*?\(default: '(\d+)'\)", proc.stdout,
+                         re.S).group(1)) == video.DEFAULT_DECIDE_EVERY
 
 
 
@@ -437,6 +441,11 @@ def test_decisions_are_reused_within_a_shot(tmp_path):
     assert every["decided"] == [True] * 8 and every["exits"] == [1, 2, 3, 4, 5, 1, 2, 3]
     with pytest.raises(ValueError, match="decide_every must be at least 1"):
         _enhance(src, tmp_path / "never.mkv", decide_every=0)
+    deciding = Deciding()  # the default: one decision per DEFAULT_DECIDE_EVERY frames
+    default = video.enhance_video(str(src), str(tmp_path / "default.mkv"),
+                                  lambda codec: (deciding, "deciding"))
+    assert default["decide_every"] == video.DEFAULT_DECIDE_EVERY >= 8
+    assert default["decided"] == [True] + [False] * 7 and deciding.told == [None] + [1] * 7
 
 
 def test_a_scene_cut_is_decided_afresh(tmp_path):
@@ -518,6 +527,7 @@ def test_cli_enhances_one_second_of_h264_and_hevc_with_the_shipped_model(tmp_pat
 def test_the_runner_cli_repeats_the_modules_choices():
     from export import run
     assert run.VIDEO_CODECS == video.VIDEO_CODECS and run.DEFAULT_CRF == video.DEFAULT_CRF
+    assert run.DEFAULT_DECIDE_EVERY == video.DEFAULT_DECIDE_EVERY
 
 
 def test_runner_cli_usage_errors_for_video(tmp_path, capsys):
