@@ -184,6 +184,25 @@ def test_validation_pads_crops_and_reports_delta_psnr(images):
     assert "exit5" in format_table(rows, 7) and "mean" in format_table(rows, 7)
 
 
+def test_validation_measures_what_the_evaluator_measures(images):
+    """The PSNR a training run logs is the one ``rbqe_tf.evaluate`` reports: same padding
+    (symmetric, bottom/right), same rounding, on a model whose exits differ."""
+    from rbqe_tf.evaluation import Evaluator
+    from rbqe_tf.metrics import psnr
+    keras.utils.set_random_seed(3)
+    model = build_model("tiny")
+    for layer in model.layers:  # heads far from identity, so padding shows at the borders
+        if layer.name.endswith("_pw"):
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel * 40, bias])
+    val = data.validation_images([images[1]], "jpeg", levels=[20])  # 40x72: padded
+    rows = Validator(val, 32)(model)
+    outputs = Evaluator(model, "jpeg").run(val[0].compressed)[0]
+    expected = [psnr(o, val[0].gt) for o in outputs]
+    assert len(set(np.round(expected, 2))) > 1  # the exits really differ
+    np.testing.assert_allclose(rows[0]["psnr"], expected, atol=1e-3)
+
+
 # --- distribution (subprocess: logical devices must be set before TF starts) -------------
 
 MIRRORED_SCRIPT = textwrap.dedent("""
