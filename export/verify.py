@@ -100,10 +100,16 @@ def score_parity(models, codecs, ys, failures):
     return result
 
 
-def accuracy(graphs, stages, gt, comp, batch=8, exits=()):
+# Float reference batches hold about this many pixels: every stage's features of a batch
+# stay in memory at once (52 MB per 256² tile in fp32), so 8 tiles at 256² but 2 at 512².
+REFERENCE_BATCH_PIXELS = 8 * 256 * 256
+
+
+def accuracy(graphs, stages, gt, comp, exits=()):
     """Per exit: mean PSNR of staged TFLite vs float exits, mean ΔPSNR lost to TFLite;
     with ``exits`` (the exit_k models in order) the same for them (``…_monolithic``)."""
     num_exits = len(stages)
+    batch = max(1, REFERENCE_BATCH_PIXELS // (comp.shape[1] * comp.shape[2]))
     floats = [[] for _ in range(num_exits)]
     for start in range(0, len(comp), batch):
         values = {"y": comp[start:start + batch]}
