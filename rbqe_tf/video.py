@@ -337,7 +337,7 @@ class _FrameWriter:
         total = self.total and max(self.total, n)
         of = f"/{'~' if self.estimated else ''}{total}" if total else ""
         eta = f", ETA {_clock((total - n) / fps)}" if total and fps else ""
-        print(printable(f"  {self.report['input']}: frame {n}{of}, {fps:.1f} fps{eta}"),
+        print(printable(f"  {self.report['input']}: frame {n}{of}, {_speed(n, seconds)}{eta}"),
               flush=True)
 
 
@@ -368,6 +368,14 @@ def _rounded(values):
             for v in values]
 
 
+def _speed(frames, seconds):
+    """Frames per second, or seconds per frame when a frame takes longer (a 4K frame at
+    exit 5 takes tens of seconds: "0.0 fps" would say nothing)."""
+    if frames and seconds > frames:
+        return f"{seconds / frames:.1f} s/frame"
+    return f"{frames / seconds if seconds else 0.0:.1f} fps"
+
+
 def _clock(seconds):
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -376,7 +384,6 @@ def _clock(seconds):
 def summary(report):
     """The middle of the per-file report line: frames, exit histogram, model, speed."""
     histogram = " ".join(f"{k}:{n}" for k, n in enumerate(report["exit_histogram"]) if n)
-    fps = report["frames"] / report["seconds"] if report["seconds"] else 0.0
     dropped = (f"; dropped {', '.join(report['streams_dropped'])}"
                if report["streams_dropped"] else "")
     n = sum(report["decided"])
@@ -384,5 +391,6 @@ def summary(report):
                else "")
     return (f"{report['frames']} frames, exits {histogram or '-'}{decided} "
             f"({report['stream_codec']} "
-            f"stream: {report['model']}{dropped}), {fps:.1f} fps, {report['video_codec']}")
+            f"stream: {report['model']}{dropped}), {_speed(report['frames'], report['seconds'])}, "
+            f"{report['video_codec']}")
 

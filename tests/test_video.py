@@ -206,6 +206,15 @@ def test_slow_frames_get_a_progress_line_each(tmp_path, capsys, monkeypatch):
             for line in progress] == [str(n) for n in range(1, 9)]
 
 
+def test_frames_slower_than_a_second_are_timed_per_frame():
+    report = {"frames": 3, "seconds": 90.0, "exit_histogram": [0, 0, 0, 0, 0, 3],
+              "decided": [True, False, False], "decide_every": 10, "stream_codec": "h264",
+              "model": "m", "streams_dropped": [], "video_codec": "ffv1"}
+    assert video.summary(report) == ("3 frames, exits 5:3 in 1 decision (h264 stream: m), "
+                                      "30.0 s/frame, ffv1")
+    assert video.summary({**report, "seconds": 0.1}).endswith(", 30.0 fps, ffv1")
+
+
 def test_variable_frame_rate_and_subtitles_are_kept(tmp_path):
     pts = [0, 50, 120, 150, 300, 310, 400, 520]
     src = _clip(tmp_path / "vfr.mkv", time_base=Fraction(1, 1000), pts=pts, subtitles=True)
