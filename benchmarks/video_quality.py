@@ -123,6 +123,8 @@ def make_clips(args):
     import av
     import cv2
     size = tuple(int(v) for v in args.size.split("x"))
+    if not os.path.isdir(args.src):
+        raise SystemExit(f"error: {args.src}: no such folder")
     names = sorted(n for n in os.listdir(args.src) if n.lower().endswith(".png"))
     if not names:
         raise SystemExit(f"error: {args.src}: no PNG photos")
