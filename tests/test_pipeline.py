@@ -21,7 +21,7 @@ beam = pytest.importorskip("apache_beam", reason="the pipeline extra is not inst
 
 from rbqe_tf import pipeline_steps as steps  # noqa: E402
 from rbqe_tf.image_io import UNREADABLE, write_image  # noqa: E402
-from test_video import _clip  # noqa: E402
+from clips import make_clip  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -46,7 +46,7 @@ def corpus(tmp_path_factory, tiny_model):
         write_image(images / f"q{quality}.jpg", _blocky((72, 96, 3), n), quality=quality)
     write_image(images / "gray.png", _blocky((64, 48), 5))
     write_image(images / "sub" / "deep.jpg", _blocky((40, 56, 3), 6), quality=20)
-    _clip(images / "clip.mp4", frames=4, audio=False)
+    make_clip(images / "clip.mp4", frames=4, audio=False)
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")
     weights = root / "tiny.keras"
     tiny_model.save(weights)
