@@ -344,7 +344,7 @@ def markdown(res):
     if memory:
         lines += ["", "## Runner peak memory (`python -m benchmarks.large_images`, "
                   f"{res['targets']['config']}, a fresh process per row)", "",
-                  "| image | tiles | exit | peak RSS MB | enhance s |", "|---|---|---|---|---|"]
+                  "| image | tiles | exit | peak RSS MiB | enhance s |", "|---|---|---|---|---|"]
         for r in memory:
             if "failed" in r:
                 lines.append(f"| {r['megapixels']} | – | – | failed: {r['failed']} | – |")
@@ -391,7 +391,7 @@ TARGET_LABELS = {
                                          "monolithic exit k, worst k",
     "score_over_full_pass": "quality score / full exit-5 pass",
     "early_exit_over_always_last": "early exit / always exit 5, mixed set, shipped decision",
-    "runner_peak_rss_mb": "runner peak RSS at 512² (MB), worst exit",
+    "runner_peak_rss_mb": "runner peak RSS at 512² (MiB), worst exit",
 }
 
 

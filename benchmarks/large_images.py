@@ -143,7 +143,7 @@ def main():
                     continue
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
                 rows.append(row)
-                print(f"  {path}: peak RSS {row['peak_rss_mb']:.0f} MB, enhance "
+                print(f"  {path}: peak RSS {row['peak_rss_mb']:.0f} MiB, enhance "
                       f"{row['enhance_s']:.1f} s (CPU {row['enhance_cpu_s']:.1f} s), exit "
                       f"{row['exit']}, {row['tiles']} tiles of {row['tile']}", flush=True)
     if args.json:

@@ -109,7 +109,7 @@ def test_edge_figures_page_from_harness_runs(generated_run):
     page = edge_figures.markdown(res)
     assert "| runner with the exit known (gain decision) / monolithic exit k, worst k | " \
         "1.010 | ≤ 1.05 | yes |" in page
-    assert "| runner peak RSS at 512² (MB), worst exit | 450.0 | ≤ 400 | no |" in page
+    assert "| runner peak RSS at 512² (MiB), worst exit | 450.0 | ≤ 400 | no |" in page
     assert f"Early exit: 18 images from `generated` ({result['early_exit']['decision']}" in page
     assert "## Op-level profile of exit_1 (fp32, 1 threads; one-op models" in page
     assert "| CONV_2D | " in page
