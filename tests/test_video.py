@@ -403,7 +403,10 @@ def test_ctrl_c_in_a_running_command_leaves_nothing(tmp_path):
     import signal
     src = _clip(tmp_path / "clip.mp4", frames=30)
     out = tmp_path / "out"
-    code = ("import sys, time, types\n"
+    # A shell that starts a job in the background (CI may) hands it SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler; a user's terminal has it.
+    code = ("import signal, sys, time, types\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from rbqe_tf import video\n"
             "def slow(y, exit=None):\n"
             "    print('frame', flush=True)\n"
