@@ -139,6 +139,10 @@ def main(argv):
         return fail(problem)
     log = progress_printer()
     log("loading TensorFlow…")
+    # TensorFlow's oneDNN kernels keep scratch memory per convolution shape: tracing and
+    # checking the 12 graphs at 512² left 4.5 GB resident with them and 0.8 GB without
+    # (docs/benchmarks.md, Issue 23); the float references run about half as fast.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import_tensorflow_quietly()
     if not FLAGS.verbose:
         logging.set_verbosity(logging.ERROR)  # the converter's deprecation chatter
