@@ -227,14 +227,6 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, export_tiny):
     assert "no such folder" in capsys.readouterr().err
 
 
-def test_harness_imports_no_tensorflow():
-    code = ("import sys, export.benchmark\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras', 'tf_keras'))\n"
-            "assert not bad, bad\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
-
-
 def test_image_set_without_opencv_says_how_to_install_it():
     code = ("import sys; sys.modules['cv2'] = None\n"
             "from export.bench_images import generated_set\n"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from importlinter.api import read_configuration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,3 +71,15 @@ def test_the_two_lowest_layers_are_all_tensorflow_free():
     assert set(LAYERS[-1]) | set(LAYERS[-2]) <= sources
     assert {"tensorflow", "keras", "tf_keras"} <= set(
         CONTRACTS["tensorflow-free"]["forbidden_modules"])
+
+
+@pytest.mark.parametrize("module", ["rbqe_tf.video", "export.benchmark", "rbqe_tf.data",
+                                    "rbqe_tf.train_config"])
+def test_tensorflow_free_modules_load_no_tensorflow_when_imported(module):
+    """The contracts read import statements; importing the module in a fresh process also
+    catches what a library it uses, or a call at import time, would load."""
+    code = (f"import sys, {module}\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'tf_keras'))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -423,14 +423,6 @@ def test_ctrl_c_in_a_running_command_leaves_nothing(tmp_path):
     assert os.listdir(out) == []
 
 
-def test_video_module_imports_no_tensorflow():
-    code = ("import sys, rbqe_tf.video\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras', 'tf_keras'))\n"
-            "assert not bad, bad\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
-
-
 def _delta_psnr(reference, before, after):
     """Per frame: PSNR(after, reference) − PSNR(before, reference), Y in 8 bits."""
     return [metrics.psnr(a[0], r) - metrics.psnr(b[0], r)
