@@ -16,12 +16,11 @@ are never replaced (``--overwrite`` replaces the latter). LiteRT's own log lines
 import argparse
 import sys
 
-from rbqe_tf.batch import FORMAT_HELP, FORMATS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from rbqe_tf.batch import (DEFAULT_CRF, DEFAULT_DECIDE_EVERY, FORMAT_HELP, FORMATS,
+                           IMAGE_EXTENSIONS, VIDEO_CODECS, VIDEO_EXTENSIONS)
 from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 
 DECISIONS = ("gain", "image", "tile")  # export.runner.DECISIONS (a test checks they agree)
-# rbqe_tf.video's choices, repeated so that --help needs no PyAV (a test checks they agree).
-VIDEO_CODECS, DEFAULT_CRF, DEFAULT_DECIDE_EVERY = ("ffv1", "libx264", "libx265"), 18, 10
 
 
 def _parser():

@@ -19,7 +19,8 @@ import types
 
 from absl import app, flags
 
-from rbqe_tf.batch import FORMAT_HELP, FORMATS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from rbqe_tf.batch import (DEFAULT_CRF, DEFAULT_DECIDE_EVERY, FORMAT_HELP, FORMATS,
+                           IMAGE_EXTENSIONS, VIDEO_CODECS, VIDEO_EXTENSIONS)
 from rbqe_tf.cli import (SIZE_MULTIPLE, check_range, enhancement_flag_problem,
                          exit_on_sigterm, fail, import_tensorflow_quietly, parse_flags)
 from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
@@ -27,8 +28,6 @@ from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pi
 # rbqe_tf.enhancer's defaults, repeated here so that --help needs no TensorFlow
 # (tests/test_cli_enhance.py checks that they agree).
 DEFAULT_TILE, DEFAULT_OVERLAP, DEFAULT_CACHE_MB = 512, 32, 512
-# rbqe_tf.video's choices, repeated so that --help needs no PyAV.
-VIDEO_CODECS, DEFAULT_CRF, DEFAULT_DECIDE_EVERY = ("ffv1", "libx264", "libx265"), 18, 10
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output folder for the enhanced images (created when the "

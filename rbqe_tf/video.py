@@ -33,17 +33,12 @@ import time
 import av
 import numpy as np
 
-from rbqe_tf.batch import make_folder
+from rbqe_tf.batch import DEFAULT_CRF, DEFAULT_DECIDE_EVERY, VIDEO_CODECS, make_folder
 from rbqe_tf.cli import printable
 from rbqe_tf.files import write_atomically, write_text
 
-VIDEO_CODECS = ("ffv1", "libx264", "libx265")
-DEFAULT_CRF = 18  # libx264/libx265: visually lossless-ish, so the encoder keeps the gain
 PROGRESS_EVERY = 100  # frames between progress lines
 PROGRESS_SECONDS = 10  # and at most this long between them (a slow 4K frame takes seconds)
-DEFAULT_DECIDE_EVERY = 10
-"""Frames one decision serves within a shot: on the measured clips reuse never moved a
-clip's mean ΔPSNR by 0.02 dB and saved most of an unchanged frame's time (docs/video.md)."""
 SCENE_CUT = 0.1
 """Mean absolute difference (Y in [0, 1]) of two frames' 8×-downscaled Y planes above
 which a reused decision is dropped: a new shot is decided afresh."""
