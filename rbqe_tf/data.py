@@ -27,6 +27,7 @@ Design:
   when the set is loaded, so a file damaged later cannot disturb the running stream.
 """
 import collections
+import copy
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -73,10 +74,6 @@ class TrainingSet:
     @property
     def names(self):
         return tuple(r.name for r in self.records)
-
-    @property
-    def on_the_fly(self):
-        return any(r.compressed is None for r in self.records)
 
     def __add__(self, other):
         if self.grid_aligned != other.grid_aligned:
@@ -158,7 +155,6 @@ class PatchSampler:
         for name, share in (("low_qf", low_qf), ("light", light)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {share!r}")
-        self.training_set = training_set
         self.patch, self.batch, self.seed, self.table = patch, batch, seed, table
         self.low_qf, self.light, self.augment = low_qf, light, augment
         fits = [min(r.gt.shape) >= patch for r in training_set.records]
@@ -173,6 +169,12 @@ class PatchSampler:
                      is not None else 1 for r in self.records]
         area = np.array([r.gt.size for r in self.records], np.float64)
         self.p_record = area / area.sum()
+
+    def reseeded(self, seed):
+        """The same sampler drawing another stream (no reload, no repeated warnings)."""
+        twin = copy.copy(self)
+        twin.seed = seed
+        return twin
 
     def __call__(self, n):
         patches = [self.patch_at(n, b) for b in range(self.batch)]

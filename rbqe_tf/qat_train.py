@@ -37,8 +37,7 @@ class QATDriver:
         self.qat = qat_model.quantize(twin)
         self.optimizer = tf_keras.optimizers.Adam(cfg.lr)
         self.optimizer.build(self.qat.trainable_variables)
-        calibration = data.PatchSampler(sampler.training_set, cfg.patch, cfg.batch,
-                                        cfg.seed + 1, sampler.table, cfg.low_qf, cfg.light)
+        calibration = sampler.reseeded(cfg.seed + 1)
         self.calibrated = qat_model.calibrate(
             self.qat, [calibration(n)[0] for n in range(CALIBRATION_BATCHES)])
         self.groups = {"model": self.qat.weights, "optimizer": self.optimizer.variables}

@@ -4,8 +4,8 @@ whose gradient is not finite, and logs to TensorBoard (``RUN_DIR/tb``)."""
 import numpy as np
 import tensorflow as tf
 
-from rbqe_tf.train_config import ConfigError
 from rbqe_tf import data
+from rbqe_tf.train_config import ConfigError
 from rbqe_tf.train_log import write_train, write_validation
 from rbqe_tf.train_step import TrainStep, is_chief, make_strategy
 from rbqe_tf.training import Training, initial_model

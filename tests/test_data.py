@@ -156,6 +156,9 @@ def test_batches_are_a_function_of_seed_and_step(built):
         for u, v in zip(a(n), b(n)):
             np.testing.assert_array_equal(u, v)
     assert not np.array_equal(a(0)[1], make(4)(0)[1])
+    for u, v in zip(a.reseeded(4)(0), make(4)(0)):  # another stream, without a reload
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(a(0)[1], b(0)[1])  # the original keeps its seed
     assert not np.array_equal(a(0)[1], a(1)[1])
     stream = data.batches(a, start=5, workers=2)  # a resumed run starts at its step
     for n in (5, 6, 7):
