@@ -7,10 +7,11 @@ setup(
     description="RBQE (ECCV 2020) in TensorFlow/Keras: multi-exit blind enhancement "
     "of JPEG/HEVC-compressed images with early exit and TFLite export.",
     python_requires=">=3.10",
-    # Not datasets/ (a repository command, like benchmarks/ and tools/): the top-level
-    # name belongs to Hugging Face's datasets, whose files an installed one would replace
-    # (tests/test_setup.py). Its engine is rbqe_tf.build_pairs.
-    packages=find_packages(include=["rbqe_tf*", "export*"]),
+    # Not datasets/ or export/ (repository commands, like benchmarks/ and tools/): those
+    # top-level names belong to Hugging Face's datasets and PyPI's export, whose files an
+    # installed one would replace (tests/test_setup.py). Their engines are in rbqe_tf
+    # (build_pairs; conversion, litert, harness).
+    packages=find_packages(include=["rbqe_tf*"]),
     package_data={"rbqe_tf": ["weights/*", "samples/*"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
@@ -25,7 +26,7 @@ setup(
         "h5py>=3.10",  # rbqe_tf.model_file sizes the weights before Keras reads them
         "absl-py>=1.2",
         "tqdm>=4.66",
-        "flatbuffers>=23.5",  # export.gpu_ops reads .tflite files directly
+        "flatbuffers>=23.5",  # rbqe_tf.litert.flatbuffer reads .tflite files directly
         "av>=14",  # PyAV (bundles FFmpeg): rbqe_tf.video reads and writes video
     ],
     extras_require={

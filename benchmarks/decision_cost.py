@@ -1,5 +1,5 @@
 """Cost of the gain decision (``rbqe_tf.gain.decide``, NumPy) with NumPy's BLAS on its
-default thread count and on one thread (``export.runner.one_blas_thread``, what the
+default thread count and on one thread (``rbqe_tf.litert.runner.one_blas_thread``, what the
 runner uses), interleaved in one run, beside the export's exit files for scale.
 
     python -m benchmarks.decision_cost --models runs/edge/int8_512 [--sizes 256,512] [--json OUT]
@@ -13,11 +13,11 @@ import os
 
 import numpy as np
 
-from export.latency import time_round_robin
-from export.litert_model import Value
-from export.runner import Runner, one_blas_thread
 from rbqe_tf.files import write_text
 from rbqe_tf.gain import decide
+from rbqe_tf.harness.latency import time_round_robin
+from rbqe_tf.litert.interpreter import Value
+from rbqe_tf.litert.runner import Runner, one_blas_thread
 
 
 def main(argv=None):

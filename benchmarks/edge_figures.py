@@ -10,12 +10,12 @@ mixed-quality set — every TFLite figure from one ``python -m export.benchmark`
 (TensorFlow's thread pools are fixed at start-up). Exports are made with
 ``python -m export.tflite`` into ``--exports`` and reused while the weights, tile and
 mode match; int8 is calibrated at ``--calib_tile`` (256) and re-shaped to the tile
-(``export.retile``: calibration costs grow with the tile's area). The last exit of the
+(``rbqe_tf.conversion.retile``: calibration costs grow with the tile's area). The last exit of the
 target configuration (int8, most threads) gets an op-level profile: one-op models
-timed by the harness (``export.op_profile``), or ``benchmark_model
+timed by the harness (``rbqe_tf.harness.op_profile``), or ``benchmark_model
 --enable_op_profiling`` when ``--benchmark_model`` is given. With ``--mixed DIR`` the
 harness's early-exit figures come from lossless photos JPEG-coded at QF 10–95 and left
-uncompressed (``export.bench_images.mixed_set``; use training images), through the
+uncompressed (``rbqe_tf.harness.images.mixed_set``; use training images), through the
 decision the export ships. The target configuration also gets the stage hand-over
 comparison (``benchmarks.stage_handover``), the gain decision's cost
 (``benchmarks.decision_cost``) and, with ``--memory_shapes``, the runner's
@@ -101,8 +101,8 @@ def keras_worker(args):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.keras_worker)
     tf.config.threading.set_inter_op_parallelism_threads(args.keras_worker)
-    from export.graphs import fixed_tile_model
-    from export.latency import time_round_robin
+    from rbqe_tf.conversion.graphs import fixed_tile_model
+    from rbqe_tf.harness.latency import time_round_robin
     from rbqe_tf.model import load_model
 
     model = fixed_tile_model(load_model(args.weights), args.tile)
@@ -118,7 +118,7 @@ def keras_worker(args):
 
 def ensure_export(args, mode):
     """Folder of a checked export of ``--weights`` in ``mode`` at ``--tile`` (cached)."""
-    from export.manifest import ManifestError, read_manifest, sha256_file
+    from rbqe_tf.litert.manifest import ManifestError, read_manifest, sha256_file
     folder = os.path.join(args.exports, f"{mode}_{args.tile}")
     try:
         m = read_manifest(folder)
@@ -175,7 +175,7 @@ def handover_run(args, folder, threads):
 
 def decision_run(args, folder, threads):
     """benchmarks.decision_cost on ``folder`` (None without a gain predictor) → its JSON."""
-    from export.manifest import read_manifest
+    from rbqe_tf.litert.manifest import read_manifest
     if not read_manifest(folder).get("gain"):
         return None
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,8 +205,8 @@ def memory_run(args, folder, threads):
 
 def benchmark_model_profile(args, folder, threads):
     """Op times of exit K of ``folder`` measured by the benchmark_model binary."""
-    from export import benchmark_model
-    from export.manifest import read_manifest
+    from rbqe_tf.harness import benchmark_model
+    from rbqe_tf.litert.manifest import read_manifest
     name = f"exit_{read_manifest(folder)['num_exits']}"
     flags = benchmark_model.configs((threads,))[f"cpu_t{threads}"]
     cmd = [args.benchmark_model, f"--graph={os.path.join(folder, name + '.tflite')}",
@@ -333,8 +333,8 @@ def markdown(res):
                   "interleaved run)", "",
                   "The float NumPy predictor the export ships, on a random gray image. NumPy's "
                   "bundled OpenBLAS splits its small DCT products over both cores; the runner "
-                  "keeps it on one thread for the decision (`export.runner.one_blas_thread`; "
-                  "same decisions, checked).", "",
+                  "keeps it on one thread for the decision "
+                  "(`rbqe_tf.litert.runner.one_blas_thread`; same decisions, checked).", "",
                   "| image | default BLAS threads ms | one thread ms | ratio |",
                   "|---|---|---|---|"]
         for r in decision["rows"]:
@@ -376,7 +376,8 @@ def markdown(res):
               "weights match). int8 calibration runs TensorFlow's calibrator single-threaded "
               "(its time grows with the tile's area, docs/export.md), so int8 files are "
               "calibrated at `--calib_tile` (256) and re-shaped to "
-              "the tile (`export/retile.py`; the export's checks then run at the full tile). "
+              "the tile (`rbqe_tf/conversion/retile.py`; the export's checks then run at the "
+              "full tile). "
               "Options: `--modes fp32,int8`, `--threads 2`, "
               "`--tile 256`, `--runs`, `--nokeras`, `--images DIR`. This run took "
               f"{res['seconds']:.0f} s (exports included: {res['export_seconds']:.0f} s)."]
@@ -462,7 +463,7 @@ def main(argv=None):
            "runs": args.runs, "warmup": args.warmup, "peak_gmacs": args.peak_gmacs,
            "configs": {}, "raw": {}}
     start = time.perf_counter()
-    from export.manifest import read_manifest
+    from rbqe_tf.litert.manifest import read_manifest
     folders = {m: ensure_export(args, m) for m in modes}
     res["export_seconds"] = time.perf_counter() - start
     if args.keras:

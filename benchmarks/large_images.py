@@ -4,7 +4,7 @@ For each ``--megapixels`` size (4:3) or ``HxW`` shape, a colour test image is ma
 (the sample photos tiled to that size and JPEG-compressed at quality 30, so the exits
 and scores behave as on a photo) and written as PNG. Each (path, size) then runs in a
 fresh process that reads the file, enhances it with early exit, or at ``--exit K``
-(``rbqe_tf.enhancer.Enhancer`` or ``export.runner.Runner``, default tiling) and writes
+(``rbqe_tf.enhancer.Enhancer`` or ``rbqe_tf.litert.runner.Runner``, default tiling) and writes
 the result, as the command lines do; the process reports its peak RSS (``ru_maxrss``),
 the enhancement's wall and CPU time, the whole run's wall time, the exit and the tile
 count. ``--json`` writes the rows with the settings and the machine's load.
@@ -77,7 +77,7 @@ def run_one(args):
                             **{k: v for k, v in options.items() if v is not None})
         tile, overlap, multiple = enhancer.tile, enhancer.overlap, enhancer.multiple
     else:
-        from export.runner import Runner
+        from rbqe_tf.litert.runner import Runner
         enhancer = Runner(args.models, "jpeg", num_threads=args.threads, overlap=args.overlap,
                           **({} if args.cache_mb is None else {"cache_mb": args.cache_mb}))
         tile, overlap, multiple = enhancer.tile, enhancer.overlap, None

@@ -14,11 +14,11 @@ import json
 
 import numpy as np
 
-from export.litert_model import Value, open_model
-from export.manifest import read_manifest
 from rbqe_tf import metrics
 from rbqe_tf.compression import compress_jpeg
 from rbqe_tf.levels import DEFAULT_LEVELS
+from rbqe_tf.litert.interpreter import Value, open_model
+from rbqe_tf.litert.manifest import read_manifest
 from rbqe_tf.sources import reference_images
 
 
@@ -70,8 +70,9 @@ def main(argv=None):
         rows = {}
         for level in [*DEFAULT_LEVELS["jpeg"], "all"]:
             levels = DEFAULT_LEVELS["jpeg"] if level == "all" else [level]
-            rows[str(level)] = [float(np.mean([np.mean(psnr["float", lv, k]) - np.mean(psnr[label, lv, k])
-                                                for lv in levels])) for k in range(1, k_max + 1)]
+            rows[str(level)] = [float(np.mean([np.mean(psnr["float", lv, k])
+                                               - np.mean(psnr[label, lv, k]) for lv in levels]))
+                                for k in range(1, k_max + 1)]
         report[label] = rows
         print(f"{label}: ΔPSNR lost vs float (dB) per exit 1..{k_max}")
         for level, lost in rows.items():

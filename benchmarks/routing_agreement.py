@@ -30,7 +30,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     levels, sources, _ = find_sources(a.data, "jpeg", a.levels.split(","))
     import_tensorflow_quietly()
-    from export.runner import Runner
+    from rbqe_tf.litert.runner import Runner
     from rbqe_tf.enhancer import Enhancer
     with native_stderr_muted():  # LiteRT's XNNPACK line
         keras_path, runner = Enhancer.from_weights(), Runner(a.models)

@@ -7,7 +7,7 @@ Per exit k, on a random tile, each round times (medians over ``--runs`` rounds):
 - ``monolithic``: ``exit_k.tflite``;
 - ``copies``: stages 1..k with every feature copied out of one interpreter and into the
   next (``get_tensor``/``set_tensor``: the runner's hand-over before views);
-- ``views``: stages 1..k as ``export.stages.iterate_stages`` runs them now (outputs left
+- ``views``: stages 1..k as ``rbqe_tf.litert.stages.iterate_stages`` runs them now (outputs left
   in the producing interpreter, one copy into the reading stage's input);
 - ``invokes``: the stage files' invokes alone (inputs left set by ``views``), so
   ``views`` − ``invokes`` is what the hand-over still costs;
@@ -27,11 +27,11 @@ import platform
 
 import numpy as np
 
-from export.latency import peak_rss_mb, time_round_robin
-from export.litert_model import Value
-from export.runner import Runner
-from export.stages import iterate_stages
 from rbqe_tf.files import write_text
+from rbqe_tf.harness.latency import peak_rss_mb, time_round_robin
+from rbqe_tf.litert.interpreter import Value
+from rbqe_tf.litert.runner import Runner
+from rbqe_tf.litert.stages import iterate_stages
 
 
 def _copies(stages, y):

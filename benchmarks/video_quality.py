@@ -21,7 +21,7 @@ best exit's ΔPSNR beside the decision's shows what a frame left at exit 0 forgo
 ``--decide_every 1,10`` runs each setting on every clip, interleaved (the order turns
 from clip to clip), for the cross-frame reuse of decisions; ``--exit`` forces one exit
 (e.g. 5, for the always-exit-5 throughput). ``--models DIR`` uses the TFLite runner
-(``export.runner.Runner``) instead of Keras. ``--video_codec``/``--crf`` code the
+(``rbqe_tf.litert.runner.Runner``) instead of Keras. ``--video_codec``/``--crf`` code the
 enhanced clips as the CLI's flags do: ΔPSNR is then measured after that coding, and
 each row gives the output's size.
 
@@ -61,7 +61,7 @@ def _parser():
                    "the codec family (default jpeg)")
     p.add_argument("--decision", choices=("gain", "score"), help="Keras decision "
                    "(default: gain where the weights have a predictor)")
-    p.add_argument("--models", help="TFLite export folder: use export.runner.Runner")
+    p.add_argument("--models", help="TFLite export folder: use rbqe_tf.litert.runner.Runner")
     p.add_argument("--threads", type=int, default=2, help="runner threads")
     p.add_argument("--exit", type=int, help="force this exit on every frame")
     p.add_argument("--video_codec", default="ffv1", help="the enhanced clips' codec "
@@ -174,7 +174,7 @@ def _enhancers(args):
 
     def make(codec):
         if args.models:
-            from export.runner import Runner
+            from rbqe_tf.litert.runner import Runner
             return Runner(args.models, codec, num_threads=args.threads)
         import_tensorflow_quietly()
         from rbqe_tf.enhancer import Enhancer

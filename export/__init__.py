@@ -1,9 +1,5 @@
-"""TFLite export of RBQE and a TensorFlow-free staged early-exit runner.
-
-``python -m export.tflite`` writes per-exit, per-stage and quality-score models plus
-``manifest.json``; ``python -m export.run`` enhances images with them using only
-``ai-edge-litert`` and NumPy (OpenCV for image files). See docs/export.md.
-
-This package imports nothing at import time, so the runner modules stay free of
-TensorFlow.
-"""
+"""The edge commands, run from the repository root: ``python -m export.tflite`` (the
+exporter, over :mod:`rbqe_tf.conversion`), ``python -m export.run`` (the TensorFlow-free
+runner, over :mod:`rbqe_tf.litert`) and ``python -m export.benchmark`` (the on-device
+harness, over :mod:`rbqe_tf.harness`). Not in the wheel: ``export`` is another
+distribution's top-level name; the engines install with ``rbqe_tf``. See docs/export.md."""

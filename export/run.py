@@ -20,7 +20,7 @@ from rbqe_tf.batch import (DEFAULT_CRF, DEFAULT_DECIDE_EVERY, FORMAT_HELP, FORMA
                            IMAGE_EXTENSIONS, VIDEO_CODECS, VIDEO_EXTENSIONS)
 from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 
-DECISIONS = ("gain", "image", "tile")  # export.runner.DECISIONS (a test checks they agree)
+DECISIONS = ("gain", "image", "tile")  # rbqe_tf.litert.runner.DECISIONS (a test checks they agree)
 
 
 def _parser():
@@ -129,9 +129,9 @@ def main(argv=None):
     from rbqe_tf.cli import exit_on_sigterm
     exit_on_sigterm()
     set_pixel_budget(args.max_megapixels)
-    from export.litert_model import ModelError
-    from export.manifest import ManifestError
-    from export.runner import Runner
+    from rbqe_tf.litert.interpreter import ModelError
+    from rbqe_tf.litert.manifest import ManifestError
+    from rbqe_tf.litert.runner import Runner
     from rbqe_tf.batch import enhance_files
     from rbqe_tf.cli import native_stderr_muted
     from rbqe_tf.image_io import quiet_opencv

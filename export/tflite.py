@@ -2,7 +2,7 @@
 [--quantize MODE] [--tile 256]``.
 
 Writes ``exit_k.tflite`` and ``stage_k.tflite`` (k = 1..5), ``score_<codec>.tflite`` and
-``manifest.json``, after checking every file (export/verify.py); on a failed check it
+``manifest.json``, after checking every file (rbqe_tf/conversion/verify.py); on a failed check it
 prints the failures, writes no manifest and exits with status 1. ``--quantize`` alone
 means ``int8`` = int8_full_int8_io; without it the export is fp32. See docs/export.md.
 ``--from-qat RUN`` exports the fake-quantized model of a ``python -m rbqe_tf.qat`` run
@@ -16,10 +16,10 @@ import time
 
 from absl import app, flags, logging
 
-from export.manifest import INT8_MODES, MANIFEST, QUANT_MODES
 from rbqe_tf.cli import (check_range, fail, import_tensorflow_quietly, native_stderr_muted,
                          parse_flags)
 from rbqe_tf.levels import CODECS
+from rbqe_tf.litert.manifest import INT8_MODES, MANIFEST, QUANT_MODES
 
 INT8_ALIAS = "int8_full_int8_io"
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
@@ -61,8 +61,8 @@ def qat_exporter(path, tile, codecs):
     The Keras 3 model (configuration, MAC counts) is built before the QAT modules are
     imported, as tfmot sets TF_USE_LEGACY_KERAS=1 on import (docs/method.md, Toolchain
     notes)."""
-    from export.exporter import Exporter
-    from export.graphs import qat_graphs
+    from rbqe_tf.conversion.exporter import Exporter
+    from rbqe_tf.conversion.graphs import qat_graphs
     from rbqe_tf.qat_checkpoint import QATError, load_qat
     try:
         qat, cfg, saved, prefix, step = load_qat(path)
@@ -146,7 +146,7 @@ def main(argv):
     import_tensorflow_quietly()
     if not FLAGS.verbose:
         logging.set_verbosity(logging.ERROR)  # the converter's deprecation chatter
-    from export.exporter import Exporter, ExportError
+    from rbqe_tf.conversion.exporter import Exporter, ExportError
     from rbqe_tf.model import WeightsError, default_weights, load_model
     error = None
     with native_stderr_muted(not FLAGS.verbose):  # converter and XNNPACK log lines

@@ -153,8 +153,8 @@ def main(argv):
     lists = [steps.absolute(p[1:], os.getcwd()) for p in FLAGS.input if p.startswith("@")]
     spec = steps.ModelSpec(FLAGS.model, os.path.abspath(FLAGS.models) if FLAGS.models else None,
                            FLAGS.codec, FLAGS.decision, FLAGS.threshold, worker_threads(options))
-    from export.litert_model import ModelError
-    from export.manifest import ManifestError
+    from rbqe_tf.litert.interpreter import ModelError
+    from rbqe_tf.litert.manifest import ManifestError
     from rbqe_tf.model_file import WeightsError
     try:
         spec = _checked(spec)

@@ -50,7 +50,7 @@ class ModelSpec:
     def load(self):
         """→ the Enhancer or Runner; its errors are the CLIs' one-line ones."""
         if self.kind == "tflite":
-            from export.runner import Runner
+            from rbqe_tf.litert.runner import Runner
             decision = "image" if self.decision == "score" else self.decision
             return Runner(self.path, self.codec, self.threshold, self.threads or 2,
                           decision=decision)

@@ -12,7 +12,7 @@ asymmetric activations), plus :class:`ECAQuantizeConfig` and
 :class:`TransposeConvQuantizeConfig` where the registry misses a tensor that TFLite
 quantizes; :func:`calibrate` sets the activation ranges before fine-tuning, and
 :func:`exit_models` and :func:`stage_models` are what ``export.tflite --from-qat``
-converts (``export.graphs.qat_graphs``; docs/qat.md).
+converts (``rbqe_tf.conversion.graphs.qat_graphs``; docs/qat.md).
 """
 import numpy as np
 import tensorflow as tf

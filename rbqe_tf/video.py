@@ -79,7 +79,7 @@ def enhance_video(path, target, enhance_for, video_codec="ffv1", crf=DEFAULT_CRF
     ``enhance_for(stream codec name)`` → (``enhance``, model description):
     ``enhance(y, exit=None)`` takes a gray float32 image in [0, 1] (and an exit to force)
     and returns a result with ``image``, ``exit``, ``scores``, ``gains`` and ``ms`` (an
-    :class:`rbqe_tf.enhancer.EnhanceResult` or :class:`export.runner.RunResult`).
+    :class:`rbqe_tf.enhancer.EnhanceResult` or :class:`rbqe_tf.litert.runner.RunResult`).
     ``crf`` applies to libx264/libx265. ``decide_every`` > 1: a frame's decision is
     reused as a forced exit, for the next ``decide_every`` − 1 frames of its shot (a
     frame further than :data:`SCENE_CUT` from the deciding one decides afresh): a

@@ -53,7 +53,7 @@ class TinyExports:
     session (an export takes from seconds to minutes): ``export_tiny("fp32")`` → folder.
 
     Calibration and validation both read one sample photo from ``images``; ``exporter``
-    is the :class:`export.exporter.Exporter` that made the exports."""
+    is the :class:`rbqe_tf.conversion.exporter.Exporter` that made the exports."""
 
     tile = 64
 
@@ -65,7 +65,7 @@ class TinyExports:
     @property
     def exporter(self):
         if self._exporter is None:
-            from export.exporter import Exporter
+            from rbqe_tf.conversion.exporter import Exporter
             os.makedirs(self.images, exist_ok=True)
             shutil.copy(self.photo, self.images)
             self._exporter = Exporter(self.model, self.tile)
@@ -111,7 +111,7 @@ def with_gain():
 
     import numpy as np
 
-    from export.manifest import sha256_file, write_manifest
+    from rbqe_tf.litert.manifest import sha256_file, write_manifest
     from rbqe_tf import gain
 
     def copy(folder, dest, bias, rule):

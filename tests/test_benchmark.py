@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from export import benchmark, benchmark_model
-from export.energy import EnergyMeter, batteries
-from export.manifest import read_manifest
+from export import benchmark
+from rbqe_tf.harness import bench, benchmark_model
+from rbqe_tf.harness.energy import EnergyMeter, batteries
 from rbqe_tf.image_io import write_image
+from rbqe_tf.litert.manifest import read_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +78,7 @@ def test_harness_json_on_generated_images(generated_run, export_tiny):
     assert result["memory"]["peak_rss_mb"] > 10
     conv_macs = sum(v["macs"] for v in result["ops"]["exit_5"].values())
     assert conv_macs == pytest.approx(per_exit[-1], rel=1e-4)  # independent of rbqe_tf.macs
-    assert set(result["targets"]) == set(benchmark.TARGETS)
+    assert set(result["targets"]) == set(bench.TARGETS)
     assert result["settings"]["threads"] == 1 and result["export"]["quantize"] == "fp32"
     assert "| exit | monolithic ms | stages 1..k ms | ratio |" in md
     profile = result["op_profile"]["exit_1"]
@@ -204,12 +205,12 @@ def test_a_saving_with_every_image_at_one_exit_is_flagged():
               "export": {"tile": 512}, "models": {"exit_5": {"median_ms": 90.0},
                                                   "exit_1": {"median_ms": 50.0}},
               "early_exit": {"ratio": 0.2, "one_exit": True}}
-    targets = benchmark.targets(result)
+    targets = bench.targets(result)
     assert targets["early_exit_over_always_last"]["met"] is None
     assert "one exit" in targets["early_exit_over_always_last"]["flag"]
     assert targets["exit_5_ms"]["met"] and not targets["exit_1_ms"]["met"]
     result["early_exit"]["one_exit"] = False
-    assert benchmark.targets(result)["early_exit_over_always_last"]["met"]
+    assert bench.targets(result)["early_exit_over_always_last"]["met"]
 
 
 def test_bad_input_is_one_error_line(tmp_path, capsys, export_tiny):
@@ -229,7 +230,7 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, export_tiny):
 
 def test_image_set_without_opencv_says_how_to_install_it():
     code = ("import sys; sys.modules['cv2'] = None\n"
-            "from export.bench_images import generated_set\n"
+            "from rbqe_tf.harness.images import generated_set\n"
             "generated_set(64)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert "pip install opencv-python-headless" in proc.stderr.strip().splitlines()[-1]

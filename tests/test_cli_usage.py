@@ -164,6 +164,7 @@ def test_cli_module_imports_no_tensorflow():
 
 
 def test_runner_cli_offers_the_runners_decisions():
-    """export.run repeats export.runner.DECISIONS (so --help loads no LiteRT)."""
-    from export import run, runner
+    """export.run repeats rbqe_tf.litert.runner.DECISIONS (so --help loads no LiteRT)."""
+    from export import run
+    from rbqe_tf.litert import runner
     assert run.DECISIONS == runner.DECISIONS

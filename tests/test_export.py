@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import verify
-from export.exporter import Exporter, ExportError, exit_thresholds
-from export.gpu_ops import GPU_OPS, gpu_problems, op_counts
-from export.litert_model import Value, make_interpreter, to_input
-from export.manifest import QUANT_MODES, read_manifest, sha256_file
 from export.tflite import bare_quantize
 from rbqe_tf import iqa
+from rbqe_tf.conversion import verify
+from rbqe_tf.conversion.exporter import Exporter, ExportError, exit_thresholds
+from rbqe_tf.litert.flatbuffer import GPU_OPS, gpu_problems, op_counts
+from rbqe_tf.litert.interpreter import Value, make_interpreter, to_input
+from rbqe_tf.litert.manifest import QUANT_MODES, read_manifest, sha256_file
 from rbqe_tf.score_pooling import patch_sums, score_from_sums
 
 TILE = 64  # the tile of conftest's export_tiny

@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 
 from fuzzing import edit_one_field
 
-from export import manifest as manifest_module
 from export import run
-from export.manifest import ManifestError, checked_entry, read_manifest, sha256_file, write_manifest
-from export.runner import Runner
 from rbqe_tf import gain, levels
 from rbqe_tf.image_io import write_image
+from rbqe_tf.litert import manifest as manifest_module
+from rbqe_tf.litert.manifest import (ManifestError, checked_entry, read_manifest, sha256_file,
+                                     write_manifest)
+from rbqe_tf.litert.runner import Runner
 
 TILE = 64
 

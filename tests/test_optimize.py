@@ -1,16 +1,16 @@
-"""Graph rewrites of exported files (export.optimize) against the converter's own
-output, and the op-level profile (export.op_profile) on the tiny export."""
+"""Graph rewrites of exported files (rbqe_tf.conversion.optimize) against the converter's own
+output, and the op-level profile (rbqe_tf.harness.op_profile) on the tiny export."""
 import collections
 
 import numpy as np
 import pytest
 
-from export import op_profile
-from export.convert import convert
-from export.gpu_ops import op_counts, operators
-from export.graphs import fixed_tile_model, model_graphs
-from export.manifest import read_manifest
-from export.optimize import optimize
+from rbqe_tf.conversion.convert import convert
+from rbqe_tf.conversion.graphs import fixed_tile_model, model_graphs
+from rbqe_tf.conversion.optimize import optimize
+from rbqe_tf.harness import op_profile
+from rbqe_tf.litert.flatbuffer import op_counts, operators
+from rbqe_tf.litert.manifest import read_manifest
 
 
 def _outputs(interpreter, feeds):

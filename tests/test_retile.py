@@ -1,16 +1,16 @@
-"""Re-shaping .tflite files to a larger tile (export.retile) and int8 exports calibrated
+"""Re-shaping .tflite files to a larger tile (rbqe_tf.conversion.retile) and int8 exports calibrated
 at a smaller tile: checked against models converted natively at the large tile."""
 import numpy as np
 import pytest
 
-from export.convert import convert
-from export.exporter import Exporter
-from export.graphs import fixed_tile_model, model_graphs, score_graph
-from export.gpu_ops import operators
-from export.litert_model import make_interpreter
-from export.manifest import read_manifest
-from export.op_profile import single_op_models
-from export.retile import retile
+from rbqe_tf.conversion.convert import convert
+from rbqe_tf.conversion.exporter import Exporter
+from rbqe_tf.conversion.graphs import fixed_tile_model, model_graphs, score_graph
+from rbqe_tf.conversion.retile import retile
+from rbqe_tf.harness.op_profile import single_op_models
+from rbqe_tf.litert.flatbuffer import operators
+from rbqe_tf.litert.interpreter import make_interpreter
+from rbqe_tf.litert.manifest import read_manifest
 
 
 def _shapes(data):

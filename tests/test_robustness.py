@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from export import run as export_run
-from export.runner import Runner
 from rbqe_tf import iqa
 from rbqe_tf.enhancer import Enhancer
+from rbqe_tf.litert.runner import Runner
 from fuzzing import assert_image_or_one_line_error
 from rbqe_tf.image_io import read_image, write_image
 

@@ -19,7 +19,7 @@ import weakref
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
-from export.manifest import checked_path
+from rbqe_tf.litert.manifest import checked_path
 
 
 class ModelError(Exception):
@@ -133,7 +133,8 @@ class TFLiteModel:
 
 def open_model(folder, manifest, name, num_threads, xnnpack=True, delegates=(), content=None):
     """:class:`TFLiteModel` for manifest entry ``name`` after its sha256 check, or of
-    ``content``, its bytes read and checked before (:func:`export.manifest.checked_bytes`)."""
+    ``content``, its bytes read and checked before
+    (:func:`rbqe_tf.litert.manifest.checked_bytes`)."""
     if content is None:
         path = checked_path(folder, manifest, name)
     else:

@@ -1,11 +1,11 @@
 """TFLite conversion of one frozen graph in one quantization mode (builtin ops only)."""
 import warnings
 
-from export.manifest import INT8_MODES, QUANT_MODES
+from rbqe_tf.litert.manifest import INT8_MODES, QUANT_MODES
 
 
 def convert(graph, mode, representative=None):
-    """Converts ``graph`` (:class:`export.graphs.Graph`) → .tflite bytes.
+    """Converts ``graph`` (:class:`rbqe_tf.conversion.graphs.Graph`) → .tflite bytes.
 
     ``mode``: ``fp32``; ``fp16`` (fp16 weights, fp32 compute on CPU); the full-integer
     modes quantize every op to int8 with int8 or float32 model inputs/outputs and need

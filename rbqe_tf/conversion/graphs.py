@@ -6,7 +6,7 @@ variable (what makes ``from_concrete_functions`` on a Keras 3 model write NaN-on
 files: docs/method.md, Toolchain notes), and tracing plus conversion take about a
 quarter of the time of ``from_keras_model``'s SavedModel round trip. Each trace is
 checked against the Keras model itself when built (:data:`TRACE_TOLERANCE`), then serves
-as the fast float reference of :mod:`export.verify` and of calibration. A QAT model's
+as the fast float reference of :mod:`rbqe_tf.conversion.verify` and of calibration. A QAT model's
 graphs (:func:`qat_graphs`) are frozen from its tf-keras exit and stage models instead.
 
 Inputs are named by their ``TensorSpec`` (``y``, ``x_1_0``, ``exit``) and outputs
@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from export.score_graph import patch_maps
+from rbqe_tf.conversion.score_graph import patch_maps
 from rbqe_tf.model import RBQE, feature_name, stage_feature_keys
 
 TRACE_TOLERANCE = 1e-5

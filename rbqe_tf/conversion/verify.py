@@ -7,7 +7,7 @@
   exit's PSNR against Keras ≥ ``MIN_INT8_PSNR``).
 - Chain: the stage files run in order (as the runner runs them, int8 features passed
   on as int8) give the same exits as the monolithic exit files (same thresholds).
-- Score: each score model + :mod:`export.scoring` gives ``iqa.quality_score``'s Q
+- Score: each score model + :mod:`rbqe_tf.score_pooling` gives ``iqa.quality_score``'s Q
   (|ΔQ| ≤ ``SCORE_TOLERANCE``).
 - Reported, not enforced: per exit, the mean PSNR of the staged TFLite exits against
   the float exits and the mean ΔPSNR (float − TFLite, both against the ground truth)
@@ -16,11 +16,11 @@
 """
 import numpy as np
 
-from export.litert_model import Value
-from export.representative import stage_inputs
-from rbqe_tf.score_pooling import patch_sums, score_from_sums
-from export.stages import iterate_stages
 from rbqe_tf import iqa
+from rbqe_tf.conversion.representative import stage_inputs
+from rbqe_tf.litert.interpreter import Value
+from rbqe_tf.litert.stages import iterate_stages
+from rbqe_tf.score_pooling import patch_sums, score_from_sums
 
 FLOAT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 MIN_INT8_PSNR = 30.0

@@ -17,7 +17,7 @@ import copy
 
 from ai_edge_litert import schema_py_generated as schema
 
-from export.gpu_ops import operators, pack
+from rbqe_tf.litert.flatbuffer import operators, pack
 
 FUSED_ACTIVATION_VERSION = 4  # TRANSPOSE_CONV's first version with a fused activation
 MAX_CONCAT_INPUTS = 5

@@ -1,7 +1,7 @@
 """Running exported stage models in order without recomputation (NumPy + LiteRT)."""
 import numpy as np
 
-from export.litert_model import Value
+from rbqe_tf.litert.interpreter import Value
 
 
 class _Features:

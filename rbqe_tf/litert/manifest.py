@@ -15,7 +15,7 @@ from rbqe_tf.files import write_text
 FORMAT = "rbqe-tflite"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-# "quantize": the modes export.convert converts in (int8: every op, int8 or float32 I/O)
+# "quantize": the modes rbqe_tf.conversion.convert converts in (int8: every op, int8 or float32 I/O)
 QUANT_MODES = ("fp32", "fp16", "int8_full_int8_io", "int8_full_fp32_io")
 INT8_MODES = ("int8_full_int8_io", "int8_full_fp32_io")
 

@@ -7,7 +7,7 @@ TRANSPOSE_CONV input elements × kh·kw·Cout; other ops count 0 MACs.
 """
 import numpy as np
 
-from export.gpu_ops import operators
+from rbqe_tf.litert.flatbuffer import operators
 
 
 def _numel(shape):

@@ -37,11 +37,11 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import load_delegate
 
-from export.litert_model import Value, open_model
-from export.manifest import ManifestError, checked_bytes, checked_entry, read_manifest
-from export.stages import iterate_stages
 from rbqe_tf import color, tiling
 from rbqe_tf.gain import decide, read_predictor
+from rbqe_tf.litert.interpreter import Value, open_model
+from rbqe_tf.litert.manifest import ManifestError, checked_bytes, checked_entry, read_manifest
+from rbqe_tf.litert.stages import iterate_stages
 
 DECISIONS = ("gain", "image", "tile")
 
@@ -153,7 +153,7 @@ class Runner:
         open_model(folder, manifest, score, num_threads, xnnpack, (), self._content[score])
 
     def model(self, name):
-        """The :class:`export.litert_model.TFLiteModel` of ``name`` (any file of the
+        """The :class:`rbqe_tf.litert.interpreter.TFLiteModel` of ``name`` (any file of the
         export), opened on first use with the runner's threads and delegate (the
         delegate goes to exit and stage files; score files stay on the CPU)."""
         if name not in self._models:

@@ -13,10 +13,10 @@ import tempfile
 
 import numpy as np
 
-from export.gpu_ops import is_constant, operators, pack
-from export.latency import time_round_robin
-from export.litert_model import make_interpreter
-from export.op_macs import macs_of
+from rbqe_tf.harness.latency import time_round_robin
+from rbqe_tf.harness.op_macs import macs_of
+from rbqe_tf.litert.flatbuffer import is_constant, operators, pack
+from rbqe_tf.litert.interpreter import make_interpreter
 
 
 def single_op_models(data):

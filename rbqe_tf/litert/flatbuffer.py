@@ -1,5 +1,6 @@
 """Operator inventory of a .tflite file and a GPU-delegate allow-list check; the file
-is read (and, for export.optimize / export.retile, written) with LiteRT's schema module.
+is read (and, for rbqe_tf.conversion.optimize / retile, written) with LiteRT's schema
+module.
 
 ``tf.lite.experimental.Analyzer``'s GPU check reports every model as compatible
 (PITFALLS), so this reads the flatbuffer itself (LiteRT's schema module, no
@@ -42,7 +43,8 @@ def _model(data):
 
 
 def pack(model):
-    """.tflite bytes of a schema ``ModelT`` (after edits by export.optimize / retile)."""
+    """.tflite bytes of a schema ``ModelT`` (after edits by rbqe_tf.conversion.optimize /
+    retile)."""
     builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

@@ -15,7 +15,7 @@ else that depends on the spatial size (RESHAPE targets, slice bounds) makes
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
-from export.gpu_ops import is_constant, operators, pack
+from rbqe_tf.litert.flatbuffer import is_constant, operators, pack
 
 # Ops whose constants do not depend on the tile (weights, paddings, axes).
 TILE_FREE_OPS = frozenset({

@@ -11,20 +11,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export import verify
-from export.convert import convert
-from export.gpu_ops import gpu_problems, op_counts
-from export.graphs import fixed_tile_model, model_graphs, score_graph
-from export.litert_model import make_interpreter, open_model
-from export.manifest import (INT8_MODES, MANIFEST, read_manifest, sha256_file, tensor_entries,
-                             write_manifest)
-from export.optimize import optimize
-from export.retile import retile
-from export.representative import compressed_patches, image_crops, ramp, stage_inputs
 from rbqe_tf.calibration import resolve_gain_rule, resolve_threshold
+from rbqe_tf.conversion import verify
+from rbqe_tf.conversion.convert import convert
+from rbqe_tf.conversion.graphs import fixed_tile_model, model_graphs, score_graph
+from rbqe_tf.conversion.optimize import optimize
+from rbqe_tf.conversion.representative import compressed_patches, image_crops, ramp, stage_inputs
+from rbqe_tf.conversion.retile import retile
 from rbqe_tf.files import write_bytes
 from rbqe_tf.gain import load_predictor, predictor_path
 from rbqe_tf.levels import BLOCK_SIZE, CODECS, DEFAULT_LEVELS, PUBLISHED_THRESHOLDS
+from rbqe_tf.litert.flatbuffer import gpu_problems, op_counts
+from rbqe_tf.litert.interpreter import make_interpreter, open_model
+from rbqe_tf.litert.manifest import (INT8_MODES, MANIFEST, read_manifest, sha256_file,
+                                     tensor_entries, write_manifest)
 from rbqe_tf.macs import macs_per_exit, macs_per_stage
 
 
@@ -51,10 +51,10 @@ class Exporter:
     ``weights``: the model's .keras path, recorded in the manifest; the exit thresholds
     are the ones calibrated beside it (``rbqe_tf.calibration``), else the paper's.
     ``graphs``: exit/stage graphs to export instead of ``model``'s (the fake-quantized
-    graphs of a QAT checkpoint, :func:`export.graphs.qat_graphs`; they are then the
+    graphs of a QAT checkpoint, :func:`rbqe_tf.conversion.graphs.qat_graphs`; they are then the
     float reference of every check); ``source``: what they came from, for the manifest.
     ``calib_tile``: calibrate int8 files at this smaller tile (a divisor of ``tile``)
-    and re-shape them to ``tile`` (:mod:`export.retile`); the checks run at ``tile``.
+    and re-shape them to ``tile`` (:mod:`rbqe_tf.conversion.retile`); the checks run at ``tile``.
     """
 
     def __init__(self, model, tile, codecs=CODECS, weights=None, graphs=None, source=None,
