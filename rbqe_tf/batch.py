@@ -28,8 +28,8 @@ VIDEO_OUTPUT_EXTENSION = ".mkv"  # rbqe_tf.video writes Matroska
 VIDEO_CODECS = ("ffv1", "libx264", "libx265")
 DEFAULT_CRF = 18  # libx264/libx265: visually lossless-ish, so the encoder keeps the gain
 DEFAULT_DECIDE_EVERY = 10
-"""Frames one decision serves within a shot: on the measured clips reuse never moved a
-clip's mean ΔPSNR by 0.02 dB and saved most of an unchanged frame's time (docs/video.md)."""
+"""Frames one decision serves within a shot: reuse barely moves a clip's ΔPSNR and saves
+most of an unchanged frame's time (measured in docs/video.md)."""
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff", "same": None}
 """``--format`` → output extension; ``same``: the input's own extension (format family)."""
 FORMAT_HELP = ("Output format: png (lossless, the default), tiff (lossless), jpg or webp "

@@ -13,7 +13,7 @@ clipped below at ``gain.LABEL_FLOOR_DB``: an uncompressed input has no finite PS
 colours on flat or gradient backgrounds, as screenshots and UI captures are — which no
 training photo resembles and which a blind tool must not smear when it is uncompressed.
 They are kept only as light inputs (uncompressed, QF ≥ GRAPHICS_MIN_QF): their heavy-QF
-labels are noisy (held-out MAE 0.8–1.6 dB) and pulled the photos' predictions off.
+labels are noisy and pulled the photos' predictions off (docs/decision.md).
 Features are :func:`rbqe_tf.gain.features`. The head (standardisation, one hidden layer)
 is fitted by full-batch Adam on MSE; a held-out tenth of the crops reports its error
 before the final fit on all of them. Labels are cached in the run folder (``labels.npz``),

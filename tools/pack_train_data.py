@@ -10,8 +10,8 @@ on-the-fly JPEG. With ``--hevc_crops N``, ``OUT/hevc/`` is a built set in the fo
 ``python -m datasets.build`` writes (``manifest.jsonl``, ``gt/``, ``hevc/<QP>/``) holding N
 crops of ``--crop``² pixels at offsets that are multiples of 4, images drawn in
 proportion to their area, each x265-coded at QP 22..42 by ``rbqe_tf.compression``.
-Coding crops instead of whole images keeps the pack small enough to travel (330 crops:
-18 MB). Train on both with ``--data OUT/gt,OUT/hevc --codec both``.
+Coding crops instead of whole images keeps the pack small enough to travel (its size:
+WORKSPACE, the lease recipe). Train on both with ``--data OUT/gt,OUT/hevc --codec both``.
 """
 import argparse
 import os
