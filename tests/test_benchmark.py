@@ -176,6 +176,61 @@ def test_mixed_set_with_a_baseline_export(tmp_path, export_tiny):
         ee["mean_ms"] / base["early_exit"]["mean_ms"])
 
 
+def test_kernel_profile_on_the_tiny_export(tmp_path, export_tiny):
+    """Fields of the JSON and the MAC bookkeeping (timings are not checked); the
+    per-op MACs must add up to the manifest's, counted on the Keras graph, once ECA's
+    1-D conv (3 MACs per channel there) is read off its dense C×C CONV_2D here."""
+    from benchmarks import kernel_profile
+    from rbqe_tf.litert.flatbuffer import op_counts
+    folder = export_tiny("int8_full_int8_io")
+    out = tmp_path / "k.json"
+    assert kernel_profile.main(["--models", folder, "--exits", "exit_5,exit_1", "--runs", "1",
+                                "--warmup", "0", "--perf_seconds", "0", "--roof_tile", "16",
+                                "--bandwidth_mb", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["threads"] == [1, 2] and result["load_start"] >= 0 and result["load_end"] >= 0
+    assert set(result["roof"]["macs_per_s"]) == {"int8", "fp32"}
+    assert all(set(r) == {"1", "2"} and min(r.values()) > 0
+               for r in result["roof"]["macs_per_s"].values())
+    assert {(b["mb"], b["threads"]) for b in result["roof"]["bandwidth"]} == {(1, 1), (1, 2)}
+    assert [f["name"] for f in result["files"]] == ["exit_5", "exit_1"]
+    for f in result["files"]:
+        data = open(os.path.join(folder, f"{f['name']}.tflite"), "rb").read()
+        assert {k: v["count"] for k, v in f["by_type"].items()} == op_counts(data)
+        assert f["not_timed"] == [] and "perf" not in f
+        eca = [r for r in f["ops"] if r["op"] == "CONV_2D" and r["out_shape"][1:3] == [1, 1]]
+        assert eca and all(r["macs"] == r["out_shape"][3] ** 2 for r in eca)
+        keras_convention = sum(r["macs"] for r in f["ops"]) - sum(
+            r["macs"] - 3 * r["out_shape"][3] for r in eca)
+        assert keras_convention == f["manifest_macs"] > 0
+        assert f["macs"] == sum(t["macs"] for t in f["by_type"].values())
+        for r in f["ops"]:
+            assert set(r["bytes"]) == {"in", "weights", "out"} and r["bytes"]["out"] > 0
+            assert r["speedup"] == pytest.approx(r["per_threads"]["1"]["ms"]
+                                                 / r["per_threads"]["2"]["ms"])
+            for p in r["per_threads"].values():
+                assert p["bound"] in ("compute", "memory") and p["roof_fraction"] > 0
+                assert 0 < p["min_ms"] <= p["ms"] and p["roof_ms"] > 0
+        conv = f["by_type"]["CONV_2D"]
+        assert conv["per_threads"]["2"]["gmacs_per_s"] > 0 and conv["macs_per_byte"] > 0
+        assert sum(t["per_threads"]["2"]["share"] for t in f["by_type"].values()) == \
+            pytest.approx(1.0)
+
+
+def test_kernel_groups_name_the_vnni_and_isa_of_xnnpack_symbols():
+    from benchmarks.kernel_profile import isa_of, kernel_group
+    vnni = "xnn_qs8_qc8w_igemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm"
+    dw = "xnn_qs8_qc8w_dwconv_minmax_fp32_ukernel_9p32c__avx512skx_mul32"
+    assert kernel_group(vnni) == "gemm/igemm, VNNI" and isa_of(vnni) == "avx512vnni_prfm"
+    assert kernel_group("xnn_qs8_qc8w_gemm_minmax_fp32_ukernel_4x16c8__avx512skx_prfm") == \
+        "gemm/igemm, int8 without VNNI"
+    assert kernel_group(dw) == "depthwise conv (dwconv)" and isa_of(dw) == "avx512skx_mul32"
+    assert kernel_group("xnn_qs8_vmul_minmax_fp32_ukernel__avx_mul16_ld64_u16") == \
+        "multiply (vmul/vmulc)"
+    assert kernel_group("__memmove_avx512_unaligned_erms").startswith("copy")
+    assert kernel_group("PyEval_EvalFrameDefault").startswith("other") and isa_of("memcpy") is None
+
+
 @pytest.mark.slow
 def test_stage_handover_and_decision_cost_commands(tmp_path, export_tiny, with_gain):
     from benchmarks import decision_cost, stage_handover

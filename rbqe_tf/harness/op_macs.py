@@ -6,8 +6,14 @@ CONV_2D output elements × kh·kw·Cin, DEPTHWISE_CONV_2D output elements × kh�
 TRANSPOSE_CONV input elements × kh·kw·Cout; other ops count 0 MACs.
 """
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 
-from rbqe_tf.litert.flatbuffer import operators
+from rbqe_tf.litert.flatbuffer import is_constant, operators
+
+_TYPE_BYTES = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2,
+               schema.TensorType.INT32: 4, schema.TensorType.INT64: 8,
+               schema.TensorType.INT16: 2, schema.TensorType.INT8: 1,
+               schema.TensorType.UINT8: 1, schema.TensorType.BOOL: 1}
 
 
 def _numel(shape):
@@ -25,6 +31,21 @@ def macs_of(name, op, sg):
     if name == "TRANSPOSE_CONV":  # inputs: output shape, weights [Cout, kh, kw, Cin], x
         return _numel(shape[2]) * _numel(shape[1][:3])
     return 0
+
+
+def bytes_of(model, op, sg):
+    """Bytes one operator ``op`` of ``model`` reads and writes, from tensor shapes and
+    dtypes: ``{"in": activations read, "weights": constants read, "out": written}`` —
+    the lower bound of its memory traffic that a roofline needs."""
+    moved = {"in": 0, "weights": 0, "out": 0}
+    for key, tensors in (("in", op.inputs), ("out", op.outputs)):
+        for i in tensors:
+            if i < 0:
+                continue
+            t = sg.tensors[i]
+            n = _numel(t.shape) * _TYPE_BYTES.get(t.type, 4)
+            moved["weights" if key == "in" and is_constant(model, t) else key] += n
+    return moved
 
 
 def op_macs(data):

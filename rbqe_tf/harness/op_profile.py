@@ -10,11 +10,12 @@ per-op times (``python -m export.benchmark --print_commands --profile``).
 """
 import os
 import tempfile
+import time
 
 import numpy as np
 
-from rbqe_tf.harness.latency import time_round_robin
-from rbqe_tf.harness.op_macs import macs_of
+from rbqe_tf.harness.latency import stats_ms
+from rbqe_tf.harness.op_macs import bytes_of, macs_of
 from rbqe_tf.litert.flatbuffer import is_constant, operators, pack
 from rbqe_tf.litert.interpreter import make_interpreter
 
@@ -48,29 +49,85 @@ def _random_inputs(interpreter, rng):
         interpreter.set_tensor(d["index"], x)
 
 
-def profile(path, num_threads=2, runs=5, warmup=1, xnnpack=True):
-    """Per-op and per-op-type timing of the .tflite file at ``path`` (see module doc)."""
+def time_ops(path, thread_counts=(2,), runs=5, warmup=1, xnnpack=True, max_live_mb=None):
+    """Every op of the .tflite file at ``path`` as a one-op model, and the whole file,
+    at each of ``thread_counts``, timed round-robin in the same rounds (so every count
+    sees the same background load).
+
+    With ``max_live_mb`` the ops are timed in groups whose tensors (an estimate: three
+    times the bytes each op reads and writes, per interpreter) fit that budget, the whole
+    file in every group's rounds: a 512² fp32 file's one-op interpreters do not all fit
+    in memory at once. → (whole: {threads: [seconds]}, ops: [{"index", "op", "macs",
+    "seconds": {threads: [seconds]}}], not_timed: [{"index", "op", "error"}])."""
     with open(path, "rb") as f:
         data = f.read()
+    model, file_ops = operators(data)
+    sg = model.subgraphs[0]
+    singles = single_op_models(data)
+    budget = None if max_live_mb is None else max_live_mb * 2**20 / len(thread_counts)
+    groups, size = [[]], 0
+    for single, (_, op, _) in zip(singles, file_ops):
+        need = 3 * sum(bytes_of(model, op, sg).values())
+        if budget is not None and groups[-1] and size + need > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(single)
+        size += need
     rng = np.random.default_rng(0)
-    calls, meta, failed = {}, {}, []
+    whole = {}
+    for n in thread_counts:
+        whole[n] = make_interpreter(path, n, xnnpack)
+        _random_inputs(whole[n], rng)
+    whole_s = {n: [] for n in thread_counts}
+    ops, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        whole = make_interpreter(path, num_threads, xnnpack)
-        _random_inputs(whole, rng)
-        calls["whole"] = whole.invoke
-        for index, name, macs, op_data in single_op_models(data):
-            op_path = os.path.join(tmp, f"op_{index}.tflite")
-            with open(op_path, "wb") as f:
-                f.write(op_data)
-            try:
-                interpreter = make_interpreter(op_path, num_threads, xnnpack)
-            except (RuntimeError, ValueError) as e:  # reported, not fatal
-                failed.append({"index": index, "op": name, "error": str(e).splitlines()[0]})
-                continue
-            _random_inputs(interpreter, rng)
-            calls[index] = interpreter.invoke
-            meta[index] = (name, macs)
-        stats = time_round_robin(calls, runs, warmup)
+        for group in groups:
+            calls = {("whole", n): whole[n].invoke for n in thread_counts}
+            for index, name, macs, op_data in group:
+                op_path = os.path.join(tmp, f"op_{index}.tflite")
+                with open(op_path, "wb") as f:
+                    f.write(op_data)
+                try:
+                    for n in thread_counts:
+                        interpreter = make_interpreter(op_path, n, xnnpack)
+                        _random_inputs(interpreter, rng)
+                        calls[(index, n)] = interpreter.invoke
+                except (RuntimeError, ValueError) as e:  # reported, not fatal
+                    failed.append({"index": index, "op": name, "error": str(e).splitlines()[0]})
+                    for n in thread_counts:
+                        calls.pop((index, n), None)
+                    continue
+                ops.append({"index": index, "op": name, "macs": macs, "seconds": {}})
+            times = _round_robin_seconds(calls, runs, warmup)
+            for n in thread_counts:
+                whole_s[n] += times[("whole", n)]
+            for o in ops:
+                for n in thread_counts:
+                    if (o["index"], n) in times:
+                        o["seconds"][n] = times[(o["index"], n)]
+            del calls, times  # the group's interpreters go before the next group's come
+    return whole_s, ops, failed
+
+
+def _round_robin_seconds(calls, runs, warmup):
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    times = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def profile(path, num_threads=2, runs=5, warmup=1, xnnpack=True):
+    """Per-op and per-op-type timing of the .tflite file at ``path`` (see module doc)."""
+    whole_s, timed, failed = time_ops(path, (num_threads,), runs, warmup, xnnpack)
+    stats = {o["index"]: stats_ms(o["seconds"][num_threads]) for o in timed}
+    stats["whole"] = stats_ms(whole_s[num_threads])
+    meta = {o["index"]: (o["op"], o["macs"]) for o in timed}
     ops = [{"index": i, "op": name, "macs": macs, "median_ms": stats[i]["median_ms"]}
            for i, (name, macs) in meta.items()]
     total = sum(o["median_ms"] for o in ops)
