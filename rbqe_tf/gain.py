@@ -35,7 +35,8 @@ BLOCK = 8
 LATTICE_STEPS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 # Frequency bands by u + v of the 8×8 DCT (a zig-zag grouping): 0 | 1 | 2–3 | 4–6 | 7–9 | 10–14.
 BAND_EDGES = (0, 1, 2, 4, 7, 10, 15)
-WINDOW_BLOCKS = 16  # rows of blocks per chunk: bounds memory at any image size
+WINDOW_BLOCKS = 16  # rows of blocks per DCT product: bounds memory at any image size
+CHUNK_BLOCKS = 256  # blocks per statistics pass: its float64 temporaries stay in cache
 MAX_BLOCKS = 4096  # blocks averaged at most (a 512² image): larger images are sampled
 NUM_FEATURES = 2 * BLOCK * BLOCK + (len(BAND_EDGES) - 1) * len(LATTICE_STEPS)
 OPS_PER_PIXEL = 128  # DCT (64 MACs) and the per-coefficient statistics, counted by hand
@@ -54,57 +55,91 @@ _DCT2 = np.kron(_D, _D)  # [64, 64]: c[8u + v] = Σ D[u, x] D[v, y] block[x, y]
 _BAND = np.add.outer(np.arange(BLOCK), np.arange(BLOCK)).ravel()
 _BAND_INDEX = np.digitize(_BAND, BAND_EDGES[1:-1])  # band of each of the 64 frequencies
 _BAND_MATRIX = np.eye(len(BAND_EDGES) - 1)[_BAND_INDEX]  # [64, bands]
+_BASES = (24.0, 16.0)  # lattice steps base / 2**p, p = 0..3, by angle doubling
+_PIO2_HI, _PIO2_LO = math.pi / 2, 6.123233995736766e-17  # π/2 = HI + LO
+_SIN_TAYLOR = [(-1) ** k / math.factorial(2 * k + 1) for k in range(1, 11)]  # r³ … r²¹
 
 
-def _lattice_sums(c, base):
-    """({q: (Σ w·cos(2πc/q), Σ w)} over blocks for q = base, base/2, base/4, base/8, with
-    w = 1 − exp(−(c/q)²); exp(−(c/q)²) per coefficient for the smallest q). Angle doubling
-    and repeated fourth powers need two transcendental calls per coefficient, not eight."""
-    turns = c / base
-    cos = np.cos((2 * math.pi) * (turns - np.round(turns))).astype(np.float32)
-    gauss = np.exp(-np.square(turns)).astype(np.float32)
-    sums = {}
+def _cos(a):
+    """cos of float64 ``a`` in [−π, π], in place, as sin(π/2 − |a|) by its Taylor series
+    to r²¹ (float64 rounding, so the float32 casts after it round as NumPy's cos would):
+    NumPy's float64 cos is a scalar loop, and was most of the features' cost."""
+    r = np.abs(a, out=a)
+    np.subtract(_PIO2_HI, r, out=r)
+    r += _PIO2_LO
+    z = np.square(r)
+    p = z * _SIN_TAYLOR[-1]
+    for coefficient in _SIN_TAYLOR[-2::-1]:
+        p += coefficient
+        p *= z
+    p *= r
+    return np.add(p, r, out=r)
+
+
+def _add_sums(c, energy, zero, lattice):
+    """Adds one chunk's statistics (coefficients ``c`` [n, 64]) to the running sums over
+    blocks: ``energy``, ``zero`` [64] and ``lattice`` [4 powers, 2 (Σ w·cos, Σ w), 2 bases,
+    64], w = 1 − exp(−(c/q)²), q = base / 2**power. cos and exp once per base, then angle
+    doubling and repeated fourth powers in float32 for the smaller steps; float64 sums."""
+    magnitude = np.abs(c)
+    energy += np.log1p(magnitude, out=magnitude).sum(0)
+    turns = c[:, None, :] / np.array(_BASES)[:, None]  # [n, bases, 64]
+    angle = np.round(turns)
+    np.subtract(turns, angle, out=angle)
+    angle *= 2 * math.pi
+    cos = _cos(angle).astype(np.float32)
+    gauss = np.exp(np.negative(np.square(turns, out=turns), out=turns), out=turns)
+    gauss = gauss.astype(np.float32)
+    weight = np.empty_like(gauss)
+    pair = np.empty((len(c), 2) + gauss.shape[1:])
     for power in range(4):
         if power:
-            cos = 2 * np.square(cos) - 1
-            gauss = np.square(np.square(gauss))
-        weight = 1 - gauss
-        sums[base / 2 ** power] = ((weight * cos).sum(0, np.float64), weight.sum(0, np.float64))
-    return sums, gauss
+            np.square(cos, out=cos)
+            cos *= 2
+            cos -= 1
+            np.square(np.square(gauss, out=gauss), out=gauss)
+        np.subtract(1, gauss, out=weight)
+        np.multiply(weight, cos, out=pair[:, 0], dtype=np.float32)  # rounded as float32
+        pair[:, 1] = weight
+        lattice[power] += pair.sum(0)
+    small = np.square(gauss[:, 1])  # exp(−c²): q = 2 → 1
+    zero += np.square(small, out=small).sum(0, np.float64)
 
 
-def _block_sums(y):
-    """Sums over whole 8×8 blocks of Y (grey levels, [H, W]) → ([F'] sums, blocks).
+def _sample(a):
+    """The pixels of the whole 8×8 blocks the features average ([8·rows, 8·cols, ...] of
+    ``a``, a view when all are); None without a whole block.
 
     Images of more than MAX_BLOCKS blocks use an evenly strided subset of block rows
-    and columns (the features are means), so the cost is bounded at any size."""
-    h, w = (s // BLOCK for s in y.shape)
+    and columns (the features are means), so the cost is bounded at any size; taking
+    them first converts no more of a large photo than the features read."""
+    h, w = a.shape[0] // BLOCK, a.shape[1] // BLOCK
     if h == 0 or w == 0:
-        return None, 0
+        return None
     stride = max(1, math.ceil(math.sqrt(h * w / MAX_BLOCKS)))
-    rows, cols = np.arange(0, h, stride), np.arange(0, w, stride)
+    if stride == 1:
+        return a[:h * BLOCK, :w * BLOCK]
+
+    def pixels(n):
+        return (np.arange(0, n, stride)[:, None] * BLOCK + np.arange(BLOCK)).ravel()
+    return a[np.ix_(pixels(h), pixels(w))]
+
+
+def _block_sums(pixels, grey):
+    """Sums over all 8×8 blocks of ``pixels`` (from :func:`_sample`) → [F'] sums;
+    ``grey`` maps pixels to float64 grey levels, one window at a time."""
+    w = pixels.shape[1] // BLOCK
     energy, zero = np.zeros(BLOCK * BLOCK), np.zeros(BLOCK * BLOCK)
-    on = {q: 0.0 for q in LATTICE_STEPS}
-    total = {q: 0.0 for q in LATTICE_STEPS}
-    for start in range(0, len(rows), WINDOW_BLOCKS):
-        r = rows[start:start + WINDOW_BLOCKS]
-        if stride == 1:
-            blocks = y[r[0] * BLOCK:(r[-1] + 1) * BLOCK, :w * BLOCK].reshape(
-                len(r), BLOCK, w, BLOCK)
-        else:
-            blocks = y[(r[:, None] * BLOCK + np.arange(BLOCK))[:, :, None, None],
-                       (cols[:, None] * BLOCK + np.arange(BLOCK))[None, None]]
-        c = blocks.transpose(0, 2, 1, 3).reshape(-1, BLOCK * BLOCK) @ _DCT2.T
-        energy += np.log1p(np.abs(c)).sum(0)
-        for base in (24.0, 16.0):
-            sums, gauss = _lattice_sums(c, base)
-            for q, (a, b) in sums.items():
-                on[q] = on[q] + a
-                total[q] = total[q] + b
-        zero += np.square(np.square(gauss)).sum(0, np.float64)  # exp(−c²): q = 2 → 1
-    bands = [np.stack([v[q] for q in LATTICE_STEPS], 1).T @ _BAND_MATRIX for v in (on, total)]
-    return (np.concatenate([energy, zero, bands[0].T.ravel(), bands[1].T.ravel()]),
-            len(rows) * len(cols))
+    lattice = np.zeros((4, 2, len(_BASES), BLOCK * BLOCK))
+    for start in range(0, pixels.shape[0], WINDOW_BLOCKS * BLOCK):
+        window = grey(pixels[start:start + WINDOW_BLOCKS * BLOCK])
+        c = window.reshape(-1, BLOCK, w, BLOCK).transpose(0, 2, 1, 3).reshape(
+            -1, BLOCK * BLOCK) @ _DCT2.T
+        for i in range(0, len(c), CHUNK_BLOCKS):
+            _add_sums(c[i:i + CHUNK_BLOCKS], energy, zero, lattice)
+    steps = {base / 2 ** p: lattice[p, :, b] for p in range(4) for b, base in enumerate(_BASES)}
+    bands = np.stack([steps[q] for q in LATTICE_STEPS], 1) @ _BAND_MATRIX  # [2, steps, bands]
+    return np.concatenate([energy, zero, bands[0].T.ravel(), bands[1].T.ravel()])
 
 
 def features(y, colour=False):
@@ -116,12 +151,21 @@ def features(y, colour=False):
     codes (Y' = 0.299 R + 0.587 G + 0.114 B = (Y − 16)·255/219), so the quantization
     lattices sit where the encoder put them."""
     y = np.asarray(y)
-    y = y.astype(np.float64) if y.dtype == np.uint8 else np.asarray(y, np.float64) * 255.0
-    if colour:
-        y = (y - 16.0) * (255.0 / 219.0)
-    sums, blocks = _block_sums(y)
-    if blocks == 0:
+    if y.ndim != 2:
+        raise ValueError(f"expected a Y plane [H, W], got shape {y.shape}")
+    return _features(_sample(y), colour)
+
+
+def _features(pixels, colour):
+    """:func:`features` of the pixels :func:`_sample` took."""
+    if pixels is None:
         return None
+
+    def grey(y):
+        y = y.astype(np.float64) if y.dtype == np.uint8 else np.asarray(y, np.float64) * 255.0
+        return (y - 16.0) * (255.0 / 219.0) if colour else y
+    sums = _block_sums(pixels, grey)
+    blocks = pixels.shape[0] // BLOCK * (pixels.shape[1] // BLOCK)
     n = BLOCK * BLOCK
     return np.concatenate([sums[:2 * n] / blocks, _lattice_ratios(sums, blocks, 0.0)])
 
@@ -150,9 +194,12 @@ reach 0.19-0.52, the other validation images at most 0.10."""
 
 def jpeg_derived(y):
     """Whether uint8 Y plane ``y`` still carries JPEG's quantization lattices (see above)."""
-    sums, blocks = _block_sums(np.asarray(y, np.float64))
-    return blocks > 0 and float(_lattice_ratios(sums, blocks, JPEG_DERIVED_PRIOR).max()) \
-        > JPEG_DERIVED_LATTICE
+    pixels = _sample(np.asarray(y))
+    if pixels is None:
+        return False
+    sums = _block_sums(pixels, lambda p: np.asarray(p, np.float64))
+    blocks = pixels.shape[0] // BLOCK * (pixels.shape[1] // BLOCK)
+    return float(_lattice_ratios(sums, blocks, JPEG_DERIVED_PRIOR).max()) > JPEG_DERIVED_LATTICE
 
 
 HEADS = {"gain": "", "gate": "gate_"}
@@ -263,10 +310,23 @@ def decide(predictor, rule, image):
     """(exit, predicted gains) of the gain rule ``rule`` {"margin", "tolerance"} for an
     image array (gray, RGB or RGBA, as :func:`rbqe_tf.color.luma` takes); exit 0 and no
     gains when the image holds no whole 8×8 block."""
-    colour = np.ndim(image) == 3 and np.shape(image)[2] in (3, 4)
-    predicted = predictor(color.luma(image), colour=colour)
-    if predicted is None:
+    image = np.asarray(image)
+    colour = image.ndim == 3 and image.shape[2] in (3, 4)
+    y = _sampled_luma(image)
+    f = None if y is None else _features(y, colour)
+    if f is None:
         return 0, []
-    gains, gate = predicted
+    gains, gate = predictor.predict(f)
     k = choose_exits(gains[None], rule["margin"], rule["tolerance"], [gate])[0]
     return int(k), [float(g) for g in gains]
+
+
+def _sampled_luma(image):
+    """:func:`rbqe_tf.color.luma` of the pixels :func:`_sample` takes; None without a
+    whole block. Luma is per pixel, so taking the pixels first gives the same numbers
+    without converting the rest of a large photo; float images (a NaN anywhere is an
+    error), shapes luma refuses and images without a whole block go to luma whole."""
+    plain = image.dtype in (np.uint8, np.uint16) and (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)))
+    pixels = _sample(image) if plain else None
+    return _sample(color.luma(image)) if pixels is None else color.luma(pixels)

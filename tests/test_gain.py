@@ -43,6 +43,85 @@ def test_features_match_a_loop_reference():
     assert gain.features(y[:7]) is None  # no whole block
 
 
+def _blockwise_features(grey, stride=1):
+    """Independent reference for the vectorised features: a plain loop of D @ B @ D.T over
+    every ``stride``-th block row and column of float64 ``grey``, then the statistics as
+    gain.py states them, with the same float32 steps (cos and exp at steps 24 and 16 cast
+    to float32, angle doubling and fourth powers in float32, float32 products, float64
+    sums), so the two agree far below the float32 ones' error."""
+    k = np.arange(8)
+    d = math.sqrt(2 / 8) * np.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16)
+    d[0] /= math.sqrt(2)
+    c = np.array([d @ grey[i:i + 8, j:j + 8] @ d.T
+                  for i in range(0, grey.shape[0] - 7, 8 * stride)
+                  for j in range(0, grey.shape[1] - 7, 8 * stride)]).reshape(-1, 64)
+    band = np.digitize(np.add.outer(k, k).ravel(), [1, 2, 4, 7, 10])
+    on, total = np.zeros((6, 8)), np.zeros((6, 8))
+    for base in (24.0, 16.0):
+        turns = c / base
+        cos = np.cos(2 * math.pi * (turns - np.round(turns))).astype(np.float32)
+        gauss = np.exp(-turns * turns).astype(np.float32)
+        for power in range(4):
+            if power:
+                cos = 2 * cos * cos - 1
+                gauss = np.square(np.square(gauss))
+            weight = 1 - gauss
+            step = gain.LATTICE_STEPS.index(base / 2 ** power)
+            on[:, step] = np.bincount(band, (weight * cos).astype(np.float64).sum(0), 6)
+            total[:, step] = np.bincount(band, weight.astype(np.float64).sum(0), 6)
+    zero = np.square(np.square(gauss)).astype(np.float64)  # base 16's q = 2 → exp(−c²)
+    return np.concatenate([np.log1p(np.abs(c)).mean(0), zero.mean(0),
+                           (on / np.maximum(total, 1e-6)).ravel()])
+
+
+@pytest.mark.parametrize("shape, stride", [
+    ((8, 8), 1), ((23, 17), 1), ((139, 161), 1),  # 17 × 20 blocks: two windows, two chunks
+    ((520, 530), 2),  # 65 × 66 blocks > MAX_BLOCKS: every second block row and column
+])
+def test_vectorised_features_match_a_blockwise_loop(shape, stride):
+    rng = np.random.default_rng(sum(shape))
+    y = rng.integers(0, 256, shape).astype(np.uint8)
+    y[:64, :64] = cv2.GaussianBlur(y[:64, :64], (0, 0), 3)  # smooth blocks: near-zero ACs
+    y[-8:, -16:] = 77  # flat blocks
+    h, w = shape[0] // 8 * 8, shape[1] // 8 * 8
+    grey = y[:h, :w].astype(np.float64)
+    np.testing.assert_allclose(gain.features(y), _blockwise_features(grey, stride),
+                               rtol=1e-7, atol=1e-12)
+    studio = (16 + y * (219 / 255)) / 255  # float studio-range Y of a colour image
+    np.testing.assert_allclose(
+        gain.features(studio, colour=True),
+        _blockwise_features((studio[:h, :w] * 255.0 - 16.0) * (255.0 / 219.0), stride),
+        rtol=1e-7, atol=1e-12)
+
+
+def test_polynomial_cos_is_numpy_cos_to_float64_rounding():
+    a = np.concatenate([np.linspace(-math.pi, math.pi, 100_001), [0.0, 1e-300, math.pi / 2]])
+    np.testing.assert_allclose(gain._cos(a.copy()), np.cos(a), rtol=0, atol=5e-16)
+
+
+def test_decide_on_sampled_pixels_equals_luma_of_the_whole_image():
+    """decide converts only the blocks the features read (a large photo's luma is most of
+    its cost); luma is per pixel, so the features are the same numbers."""
+    from rbqe_tf import color
+    rng = np.random.default_rng(9)
+    predictor = _predictor([0.2, 0.1, 0.0, 0.0, 0.0])
+    rule = {"margin": 0.1, "tolerance": 0.0}
+    for image in (rng.integers(0, 256, (530, 525, 3), dtype=np.uint8),  # sampled
+                  rng.integers(0, 65536, (45, 70, 4), dtype=np.uint16),
+                  rng.integers(0, 256, (21, 30, 1), dtype=np.uint8)):
+        colour = image.shape[2] != 1
+        whole = gain.features(color.luma(image), colour)
+        assert np.array_equal(gain._features(gain._sampled_luma(image), colour), whole)
+        assert gain.decide(predictor, rule, image) == (1, [0.2, 0.1, 0.0, 0.0, 0.0])
+    assert gain.decide(predictor, rule, np.zeros((7, 900, 3), np.uint8)) == (0, [])
+    outside = np.full((600, 600), 0.5)
+    outside[8, 8] = np.nan  # block (1, 1): not among the sampled ones
+    with pytest.raises(ValueError, match="NaN"):
+        gain.decide(predictor, rule, outside)
+    with pytest.raises(ValueError, match=r"\(20, 20, 2\)"):
+        gain.decide(predictor, rule, np.zeros((20, 20, 2), np.uint8))
+
+
 def test_lattice_features_see_jpeg_quantization():
     """Coefficients of a QF 50 JPEG sit on its lattices; an uncompressed image's do not
     (in the low bands: high bands of only near-zero coefficients score ~1 in both)."""
