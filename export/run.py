@@ -21,6 +21,9 @@ from rbqe_tf.batch import (DEFAULT_CRF, DEFAULT_DECIDE_EVERY, FORMAT_HELP, FORMA
 from rbqe_tf.image_io import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_HELP, set_pixel_budget
 
 DECISIONS = ("gain", "image", "tile")  # rbqe_tf.litert.runner.DECISIONS (a test checks they agree)
+# A batch whose images take every exit held every exit file (XNNPACK's buffers: over
+# 1 GB at a 512² int8 tile); one large file still fits, so one-exit batches never reopen.
+DEFAULT_MODELS_MB = 512
 
 
 def _parser():
@@ -44,6 +47,10 @@ def _parser():
     p.add_argument("--cache_mb", type=float, default=1024,
                    help="memory for tile features kept between exits with --decision image "
                         "(default 1024); tiles beyond it are re-run from stage 1")
+    p.add_argument("--models_mb", type=float, default=DEFAULT_MODELS_MB,
+                   help="memory for the exit files kept open between images (default "
+                        f"{DEFAULT_MODELS_MB:g}); the least recently used is closed when an "
+                        "image needs another that does not fit")
     p.add_argument("--overlap", type=int, help="tile overlap margin in pixels, a multiple of "
                    "8 (default: tile/8)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
@@ -99,6 +106,7 @@ def usage_problem(args, inputs):
             or check_range("--overlap", args.overlap, 8, multiple=8,
                            what="a multiple of 8, at least 8")
             or check_range("--cache_mb", args.cache_mb, 0.0)
+            or check_range("--models_mb", args.models_mb, 0.0)
             or check_range("--threads", args.threads, 1, what="at least 1")
             or check_range("--max_megapixels", args.max_megapixels, 0.01, what="> 0")
             or check_range("--crf", args.crf, 0, 51)
@@ -139,7 +147,8 @@ def main(argv=None):
         quiet_opencv()
         with native_stderr_muted(not args.verbose):
             runner = Runner(args.models, args.codec, args.threshold, args.threads, args.xnnpack,
-                            args.delegate, args.overlap, args.decision, args.cache_mb)
+                            args.delegate, args.overlap, args.decision, args.cache_mb,
+                            args.models_mb)
     except (ImportError, ManifestError, ModelError, ValueError, OSError) as e:
         return fail(str(e))
     if args.exit is not None and not 0 <= args.exit <= runner.num_exits:

@@ -289,3 +289,42 @@ def test_the_gain_decision_runs_on_one_blas_thread_and_restores_the_count():
     with runner.one_blas_thread():
         assert get() == 1
     assert get() == before
+
+
+def test_exit_files_beyond_models_mb_are_closed_and_reopened(export_tiny, capsys, tmp_path):
+    folder = export_tiny("int8_full_int8_io")
+    image = _image((70, 90, 3), seed=3)  # 2×2 tiles of 64
+    keep_all = Runner(folder)
+    expected = {k: keep_all(image, exit=k).image for k in (1, 2, 5)}
+    assert sorted(keep_all._models) == ["exit_1", "exit_2", "exit_5"]
+    one = Runner(folder, models_mb=0)  # room for no second exit file
+    for k in (1, 2, 5, 1):
+        np.testing.assert_array_equal(one(image, exit=k).image, expected[k])
+        assert list(one._models) == [f"exit_{k}"]
+    if one.footprints:  # /proc readable: sizes measured, so a budget keeps several
+        roomy = Runner(folder, models_mb=sum(one.footprints.values()) / 2 ** 20 * 4 + 64)
+        for k in (1, 2, 5, 2):
+            np.testing.assert_array_equal(roomy(image, exit=k).image, expected[k])
+        assert sorted(roomy._models) == ["exit_1", "exit_2", "exit_5"]
+    with pytest.raises(ValueError, match="models_mb"):
+        Runner(folder, models_mb=-1)
+    write_image(tmp_path / "a.png", image)
+    assert run.main([str(tmp_path / "a.png"), "--models", folder, "--out", str(tmp_path / "o"),
+                     "--models_mb", "-1"]) == 2
+    assert "--models_mb" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape,dtype", [((61, 75, 3), np.uint8), ((40, 70, 4), np.uint16),
+                                         ((33, 50, 3), np.float32)])
+def test_colour_put_back_in_strips_is_the_whole_image_computation(shape, dtype, export_tiny,
+                                                                     monkeypatch):
+    from rbqe_tf.litert import runner
+    image = _image(shape, seed=4, dtype=np.uint16 if dtype == np.uint16 else np.uint8)
+    image = (image / np.float32(255)).astype(dtype) if dtype == np.float32 else image
+    model = Runner(export_tiny("int8_full_int8_io"))
+    whole = {k: model(image, exit=k).image for k in (2, None)}
+    monkeypatch.setattr(runner, "STRIP_PIXELS", 7 * shape[1] // 4)  # 1-row strips
+    for k, expected in whole.items():
+        got = model(image, exit=k).image
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

@@ -21,7 +21,11 @@ An exit known before the network runs (the gain decision's, or a forced one) is 
 the monolithic ``exit_k`` file: no score is needed between exits, so staging would only
 add the hand-over of features. Interpreters are opened when first needed (a gain-routed
 batch never opens the stage or score files), from bytes whose sha256 was checked when
-the runner was made.
+the runner was made. Each open exit file holds XNNPACK's workspace and indirection
+buffers (hundreds of MB at a 512² tile), so with ``models_mb`` the exit files a batch
+takes are kept open only while their measured footprint fits it: the least recently
+used is closed (and reopened when needed again), so images taking every exit never hold
+every file.
 
 Colour images are enhanced on BT.601 Y with chroma and alpha kept
 (:func:`rbqe_tf.color.enhance_through_y`, NumPy only); 8/16-bit and float samples
@@ -44,6 +48,8 @@ from rbqe_tf.litert.manifest import ManifestError, checked_bytes, checked_entry,
 from rbqe_tf.litert.stages import iterate_stages
 
 DECISIONS = ("gain", "image", "tile")
+# Colour is put back in strips of about this many pixels (see Runner._enhance).
+STRIP_PIXELS = 1 << 20
 
 
 @dataclasses.dataclass
@@ -102,11 +108,29 @@ def _load_delegates(path):
     return () if path is None else (load_delegate(path),)
 
 
+def resident_bytes():
+    """This process's resident memory (Linux ``/proc``), or None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _return_freed_memory():
+    """glibc keeps freed heap pages (a closed interpreter's smaller buffers) for reuse;
+    hand them back so the next file's footprint is measured, not hidden by reuse."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Runner:
     """Loads an export folder (checking every file's sha256) and enhances images."""
 
     def __init__(self, folder, codec=None, threshold=None, num_threads=2, xnnpack=True,
-                 delegate=None, overlap=None, decision=None, cache_mb=1024):
+                 delegate=None, overlap=None, decision=None, cache_mb=1024, models_mb=None):
         manifest = read_manifest(folder)
         self.codec = codec or manifest["codecs"][0]
         if self.codec not in manifest["codecs"]:
@@ -134,6 +158,10 @@ class Runner:
         if not cache_mb >= 0:
             raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         self.keep = int(cache_mb * 2 ** 20 // _feature_bytes(manifest))
+        if models_mb is not None and not models_mb >= 0:
+            raise ValueError(f"models_mb must be >= 0, got {models_mb}")
+        self.models_mb = models_mb  # None: every exit file opened stays open
+        self.footprints = {}  # file name → resident bytes its opening added (when measured)
         self.folder, self.manifest = folder, manifest
         self.settings = (num_threads, xnnpack, delegate)
         _load_delegates(delegate)  # a bad library fails here, not at the first image
@@ -156,13 +184,44 @@ class Runner:
         """The :class:`rbqe_tf.litert.interpreter.TFLiteModel` of ``name`` (any file of the
         export), opened on first use with the runner's threads and delegate (the
         delegate goes to exit and stage files; score files stay on the CPU)."""
-        if name not in self._models:
-            threads, xnnpack, delegate = self.settings
-            self._models[name] = open_model(
-                self.folder, self.manifest, name, threads, xnnpack,
-                () if name.startswith("score_") else _load_delegates(delegate),
-                self._content.get(name))
+        if name in self._models:
+            self._models[name] = self._models.pop(name)  # most recently used last
+            return self._models[name]
+        if name.startswith("exit_") and self.models_mb is not None:
+            self._make_room(name)
+        threads, xnnpack, delegate = self.settings
+        before = resident_bytes()
+        self._models[name] = open_model(
+            self.folder, self.manifest, name, threads, xnnpack,
+            () if name.startswith("score_") else _load_delegates(delegate),
+            self._content.get(name))
+        after = resident_bytes()
+        if before is not None and after is not None:  # at least 1: reused memory reads 0
+            self.footprints[name] = max(after - before, 1)
         return self._models[name]
+
+    def _estimate(self, name):
+        """Bytes ``name`` (an exit file) will take: as measured when it was last open, else
+        scaled by MACs from the exit file measured last (XNNPACK's buffers grow with the
+        work), else None."""
+        if name in self.footprints:
+            return self.footprints[name]
+        known = [n for n in self.footprints if n.startswith("exit_")]
+        if not known:
+            return None
+        macs = self.manifest["macs"]["per_exit"]
+        k, j = int(name.split("_")[1]), int(known[-1].split("_")[1])
+        return self.footprints[known[-1]] * macs[k - 1] / max(macs[j - 1], 1)
+
+    def _make_room(self, name):
+        """Closes the least recently used open exit files until ``name`` fits in
+        ``models_mb`` with them (all of them when a size cannot be known)."""
+        budget, need = self.models_mb * 2 ** 20, self._estimate(name)
+        open_exits = [n for n in self._models if n.startswith("exit_")]
+        while open_exits and (need is None or any(n not in self.footprints for n in open_exits)
+                              or sum(self.footprints[n] for n in open_exits) + need > budget):
+            del self._models[open_exits.pop(0)]
+            _return_freed_memory()
 
     @property
     def stages(self):
@@ -215,8 +274,24 @@ class Runner:
         if exit == 0:
             out, exits, scores = color.unchanged(image), [0], [[]]
         else:
-            out, exits, scores = color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
+            out, exits, scores = self._enhance(image, exit)
         return RunResult(out, exits, scores, (time.perf_counter() - start) * 1e3, gains)
+
+    def _enhance(self, image, exit):
+        """:func:`rbqe_tf.color.enhance_through_y` with the colour put back strip by strip:
+        its whole-image float32 planes (Y, ΔY, a channel and its temporaries at once) were
+        most of a large photo's memory. Every step is per pixel, so the result is the same."""
+        image = np.asarray(image)
+        if (image.ndim != 3 or image.shape[2] not in (3, 4)
+                or image.shape[0] * image.shape[1] <= 4 * STRIP_PIXELS):
+            return color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
+        y_out, exits, scores = self.enhance_y(color.luma(image), exit)
+        out = np.empty_like(image)
+        rows = max(1, STRIP_PIXELS // image.shape[1])
+        for r in range(0, image.shape[0], rows):
+            out[r:r + rows] = color.enhance_through_y(
+                image[r:r + rows], lambda _, r=r: (y_out[r:r + rows],))[0]
+        return out, exits, scores
 
 
 def _feature_bytes(manifest):
