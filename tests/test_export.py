@@ -239,3 +239,24 @@ def test_float_parity_tolerance_is_absolute_in_0_1_and_relative_above():
     checker.compare("x_1_0", feature + 1.5e-3, feature)  # 1e-4 × 20 = 2e-3 allowed
     checker.compare("x_1_0", feature + 3e-3, feature)
     assert len(checker.failures) == 2 and "x_1_0" in checker.failures[1]
+
+
+def test_checks_hold_one_exit_file_open_at_a_time():
+    from rbqe_tf.conversion.exporter import _OneExitFileOpen
+    opened = []
+    models = _OneExitFileOpen(lambda name: opened.append(name) or name.upper())
+    for name in ["stage_1", "exit_1", "exit_1", "exit_2", "score_jpeg", "stage_1", "exit_1"]:
+        assert models[name] == name.upper()
+    assert opened == ["stage_1", "exit_1", "exit_2", "score_jpeg", "exit_1"]  # exit_1 reopened
+    assert sorted(models) == ["exit_1", "score_jpeg", "stage_1"]
+
+
+def test_tensor_details_need_no_allocated_buffers(export_tiny):
+    folder = export_tiny("int8_full_int8_io")
+    for name in ("exit_5", "stage_3"):
+        path = os.path.join(folder, f"{name}.tflite")
+        full = make_interpreter(path, 1)
+        bare = make_interpreter(path, 1, xnnpack=False, allocate=False)
+        for a, b in ((full, bare), (full.get_signature_runner(), bare.get_signature_runner())):
+            assert str(a.get_input_details()) == str(b.get_input_details())
+            assert str(a.get_output_details()) == str(b.get_output_details())

@@ -14,7 +14,7 @@ import tensorflow as tf
 from rbqe_tf.calibration import resolve_gain_rule, resolve_threshold
 from rbqe_tf.conversion import verify
 from rbqe_tf.conversion.convert import convert
-from rbqe_tf.conversion.graphs import fixed_tile_model, model_graphs, score_graph
+from rbqe_tf.conversion.graphs import fixed_tile_model, model_graphs, release_memory, score_graph
 from rbqe_tf.conversion.optimize import optimize
 from rbqe_tf.conversion.representative import compressed_patches, image_crops, ramp, stage_inputs
 from rbqe_tf.conversion.retile import retile
@@ -43,6 +43,24 @@ def exit_thresholds(codecs, weights=None):
     """codec → (τ, source): calibrated beside ``weights`` ("calibrated") or the paper's."""
     return {c: resolve_threshold(c, weights) if weights else (PUBLISHED_THRESHOLDS[c], "default")
             for c in codecs}
+
+
+class _OneExitFileOpen(dict):
+    """Models by file name, opened on first use; opening an exit file closes the exit
+    file opened before. Each open file holds XNNPACK's buffers (over 1 GB for the five
+    exit files at 512² int8), and the checks need one exit file at a time, beside the
+    stages of the chain."""
+
+    def __init__(self, opener):
+        super().__init__()
+        self._open = opener
+
+    def __missing__(self, name):
+        if name.startswith("exit_"):
+            for other in [n for n in self if n.startswith("exit_")]:
+                del self[other]
+        self[name] = self._open(name)
+        return self[name]
 
 
 class Exporter:
@@ -82,6 +100,7 @@ class Exporter:
         self.macs = {"per_exit": macs_per_exit(model, tile, tile),
                      "per_stage": macs_per_stage(model, tile, tile)}
         self._patches = {}
+        release_memory()
 
     def patches(self, folder, limit, with_ramp=False, tile=None):
         """Cached (gt, compressed) centre crops (default: tile-sized) of ``folder`` at all
@@ -116,13 +135,14 @@ class Exporter:
                               self.tile // self.calib_tile)
             else:
                 data = convert(graph, file_mode, None)
+            release_memory()
             rewrites = None
             if not name.startswith("score_"):
                 data, rewrites = optimize(data)
             seconds = time.perf_counter() - start
             path = os.path.join(out, f"{name}.tflite")
             write_bytes(path, data)
-            interpreter = make_interpreter(path, 1)
+            interpreter = make_interpreter(path, 1, xnnpack=False, allocate=False)
             signature = interpreter.get_signature_runner()
             names = {d["name"]: logical for details in (signature.get_input_details(),
                                                         signature.get_output_details())
@@ -203,6 +223,7 @@ class Exporter:
             self._check_int8_range(files, failures)
         if mode in INT8_MODES:
             self._check_integer_ops(files, failures)
+        release_memory()
         manifest["verification"] = self._verify(out, manifest, val_gt, val_comp, threads, failures)
         log(f"checks: {time.perf_counter() - start:.0f} s")
         if failures:
@@ -211,7 +232,7 @@ class Exporter:
         return read_manifest(out)
 
     def _verify(self, out, manifest, val_gt, val_comp, threads, failures):
-        models = {name: open_model(out, manifest, name, threads) for name in manifest["files"]}
+        models = _OneExitFileOpen(lambda name: open_model(out, manifest, name, threads))
         stages = [models[f"stage_{k}"] for k in range(1, self.num_exits + 1)]
         checker = verify.Checker(manifest["quantize"])
         noise = np.random.default_rng(0).random((1, self.tile, self.tile, 1), np.float32)
@@ -221,8 +242,7 @@ class Exporter:
         report["score_max_abs_dq"] = verify.score_parity(models, self.codecs, val_comp[:8],
                                                          failures)
         report.update(verify.accuracy(self.graphs, stages, val_gt, val_comp,
-                                      exits=[models[f"exit_{k}"]
-                                             for k in range(1, self.num_exits + 1)]))
+                                      exit_model=lambda k: models[f"exit_{k}"]))
         return report
 
     def _manifest(self, mode, files, calib, val):

@@ -13,7 +13,9 @@ Inputs are named by their ``TensorSpec`` (``y``, ``x_1_0``, ``exit``) and output
 returned as a dict, so the TFLite file's signature carries the logical names
 (TFLite orders the tensors as it likes; the manifest maps them).
 """
+import ctypes
 import dataclasses
+import gc
 
 import numpy as np
 import tensorflow as tf
@@ -41,6 +43,17 @@ class Graph:
         outs = [self.function(*[tf.constant(x[i:i + 1], tf.float32) for x in inputs])
                 for i in range(len(inputs[0]))]
         return [np.concatenate([np.asarray(o[name]) for o in outs]) for name in self.output_names]
+
+
+def release_memory():
+    """Frees what TensorFlow's tracing and each conversion left behind: their objects sit
+    in reference cycles until a collection, and glibc keeps the freed memory of every
+    thread's arena until asked to hand it back (no-op elsewhere)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def fixed_tile_model(model, tile):

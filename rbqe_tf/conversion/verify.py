@@ -101,13 +101,15 @@ def score_parity(models, codecs, ys, failures):
 
 
 # Float reference batches hold about this many pixels: every stage's features of a batch
-# stay in memory at once (52 MB per 256² tile in fp32), so 8 tiles at 256² but 2 at 512².
-REFERENCE_BATCH_PIXELS = 8 * 256 * 256
+# stay in memory at once (52 MB per 256² tile in fp32), so 4 tiles at 256² but 1 at 512²
+# (the reference runs one tile at a time whatever the batch: the figures do not change).
+REFERENCE_BATCH_PIXELS = 4 * 256 * 256
 
 
-def accuracy(graphs, stages, gt, comp, exits=()):
+def accuracy(graphs, stages, gt, comp, exit_model=None):
     """Per exit: mean PSNR of staged TFLite vs float exits, mean ΔPSNR lost to TFLite;
-    with ``exits`` (the exit_k models in order) the same for them (``…_monolithic``)."""
+    with ``exit_model`` (k → the exit_k model, asked for once per exit, so the caller can
+    hold one exit file at a time) the same for them (``…_monolithic``)."""
     num_exits = len(stages)
     batch = max(1, REFERENCE_BATCH_PIXELS // (comp.shape[1] * comp.shape[2]))
     floats = [[] for _ in range(num_exits)]
@@ -129,11 +131,14 @@ def accuracy(graphs, stages, gt, comp, exits=()):
     for n, y in enumerate(comp):
         for k, out in enumerate(iterate_stages(stages, y[None]), 1):
             record(0, k, n, out.float()[0])
-        for k, model in enumerate(exits, 1):
+    for k in range(1, num_exits + 1) if exit_model else ():
+        model = exit_model(k)
+        for n, y in enumerate(comp):
             record(1, k, n, model.run({"y": Value(y[None])})["exit"].float()[0])
+        del model
     report = {"psnr_vs_float": [float(np.mean(v)) for v in vs_float[0]],
               "delta_psnr_lost": [float(np.mean(v)) for v in lost[0]], "pairs": len(comp)}
-    if exits:
+    if exit_model:
         report.update(psnr_vs_float_monolithic=[float(np.mean(v)) for v in vs_float[1]],
                       delta_psnr_lost_monolithic=[float(np.mean(v)) for v in lost[1]])
     return report

@@ -63,16 +63,20 @@ def to_input(value, dtype, quant):
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def make_interpreter(model_path, num_threads, xnnpack=True, delegates=(), content=None):
+def make_interpreter(model_path, num_threads, xnnpack=True, delegates=(), content=None,
+                     allocate=True):
     """An allocated interpreter of the file ``model_path`` or of the bytes ``content``;
-    ``xnnpack=False`` disables the default CPU delegate."""
+    ``xnnpack=False`` disables the default CPU delegate; ``allocate=False`` leaves the
+    tensors unallocated (enough to read the tensor details, without a 512² file's
+    hundreds of MB of buffers)."""
     resolver = (litert.OpResolverType.AUTO if xnnpack
                 else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     source = {"model_path": model_path} if content is None else {"model_content": content}
     interpreter = litert.Interpreter(**source, num_threads=num_threads,
                                      experimental_delegates=list(delegates) or None,
                                      experimental_op_resolver_type=resolver)
-    interpreter.allocate_tensors()
+    if allocate:
+        interpreter.allocate_tensors()
     return interpreter
 
 
