@@ -5,6 +5,7 @@ import collections
 import numpy as np
 import pytest
 
+from rbqe_tf.conversion import graphs
 from rbqe_tf.conversion.convert import convert
 from rbqe_tf.conversion.graphs import fixed_tile_model, model_graphs
 from rbqe_tf.conversion.optimize import optimize
@@ -31,8 +32,13 @@ def _feeds(interpreter, rng):
             for d in interpreter.get_input_details()}
 
 
-def test_float_rewrites_keep_outputs_and_make_one_xnnpack_partition(tiny_model, interpreter_of):
+def test_float_rewrites_keep_outputs_and_make_one_xnnpack_partition(tiny_model, interpreter_of,
+                                                                    monkeypatch):
+    # The converter's own TRANSPOSE_CONV + RELU pairs (QAT graphs keep them): traced
+    # without the sub-pixel rewrite of the export graphs.
+    monkeypatch.setattr(graphs, "export_model", lambda model: model)
     data = convert(model_graphs(fixed_tile_model(tiny_model, 64))["exit_5"], "fp32")
+    assert op_counts(data)["TRANSPOSE_CONV"] == 15
     rewritten, counts = optimize(data)
     assert counts == {"fused_relus": 15, "split_concatenations": 1}
     before, after = op_counts(data), op_counts(rewritten)
@@ -51,9 +57,10 @@ def test_int8_files_of_an_export_are_rewritten_and_pass_its_parity_checks(export
     manifest = read_manifest(export_tiny("int8_full_int8_io"))
     for k in range(1, 6):
         entry = manifest["files"][f"stage_{k}"]
-        assert entry["rewrites"] == {"fused_relus": k, "split_concatenations": int(k == 5)}
-        assert "RELU" not in entry["ops"]
-    assert manifest["files"]["exit_5"]["rewrites"] == {"fused_relus": 15,
+        assert entry["rewrites"] == {"fused_relus": 0, "split_concatenations": int(k == 5)}
+        assert "RELU" not in entry["ops"] and "TRANSPOSE_CONV" not in entry["ops"]
+        assert entry["ops"]["DEPTH_TO_SPACE"] == k  # the sub-pixel up-sampling (graphs.py)
+    assert manifest["files"]["exit_5"]["rewrites"] == {"fused_relus": 0,
                                                       "split_concatenations": 1}
     assert manifest["files"]["score_jpeg"]["rewrites"] is None
     assert min(manifest["verification"]["parity"][f"stage_{k}"] for k in range(1, 6)) > 25

@@ -12,11 +12,17 @@ graphs (:func:`qat_graphs`) are frozen from its tf-keras exit and stage models i
 Inputs are named by their ``TensorSpec`` (``y``, ``x_1_0``, ``exit``) and outputs
 returned as a dict, so the TFLite file's signature carries the logical names
 (TFLite orders the tensors as it likes; the manifest maps them).
+
+Each 2×2 stride-2 ``Conv2DTranspose`` is traced as the equal 1×1 convolution to four times
+the channels followed by depth-to-space (:class:`SubpixelUpsampling`): XNNPACK runs the
+transposed convolution as four small-K sub-convolutions and the 1×1 one on its GEMM
+(docs/export.md, "Graph rewrites"); the trace check compares with the unrewritten model.
 """
 import ctypes
 import dataclasses
 import gc
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -75,15 +81,59 @@ def _trace(fn, specs):
     return tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
 
 
+class SubpixelUpsampling(keras.layers.Layer):
+    """A 2×2 stride-2 ``Conv2DTranspose`` (no overlap between taps) as a 1×1 convolution
+    to 4·C_out channels and depth-to-space: channel (a·2 + b)·C_out + o holds tap (a, b)
+    of output o, the bias is tiled four times, and ReLU commutes with the re-arrangement.
+    Export graphs only: its weights are constants, not variables."""
+
+    def __init__(self, transposed):
+        super().__init__(name=f"{transposed.name}_subpixel")
+        kernel, bias = (w.numpy() for w in transposed.weights)  # [2, 2, O, I], [O]
+        self.kernel = kernel.transpose(3, 0, 1, 2).reshape(1, 1, kernel.shape[3], -1)
+        self.bias = np.tile(bias, 4)
+        self.relu = transposed.get_config()["activation"] == "relu"
+
+    @staticmethod
+    def applies(layer):
+        """Whether ``layer`` is a transposed conv this rewrite reproduces exactly."""
+        if type(layer) is not keras.layers.Conv2DTranspose:
+            return False
+        c = layer.get_config()
+        return (tuple(c["kernel_size"]) == tuple(c["strides"]) == (2, 2)
+                and c["padding"] == "valid" and c["output_padding"] is None
+                and tuple(c["dilation_rate"]) == (1, 1) and c["use_bias"]
+                and c["data_format"] == "channels_last" and c["activation"] in ("relu", "linear"))
+
+    def call(self, x):
+        x = tf.nn.bias_add(tf.nn.conv2d(x, self.kernel, 1, "VALID"), self.bias)
+        return tf.nn.depth_to_space(tf.nn.relu(x) if self.relu else x, 2)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, None if h is None else 2 * h, None if w is None else 2 * w,
+                self.kernel.shape[-1] // 4)
+
+
+def export_model(keras_model):
+    """``keras_model`` with every :class:`SubpixelUpsampling`-able layer replaced (other
+    layers shared, not copied)."""
+    if not any(SubpixelUpsampling.applies(layer) for layer in keras_model.layers):
+        return keras_model
+    return keras.models.clone_model(keras_model, clone_function=lambda layer: (
+        SubpixelUpsampling(layer) if SubpixelUpsampling.applies(layer) else layer))
+
+
 def _keras_graph(name, keras_model, output_names, seed):
     specs = [tf.TensorSpec([1, *t.shape[1:]], tf.float32, name=t.name)
              for t in keras_model.inputs]
-    trainable = [w.numpy() for w in keras_model.trainable_variables]
-    non_trainable = [w.numpy() for w in keras_model.non_trainable_variables]
+    traced = export_model(keras_model)
+    trainable = [w.numpy() for w in traced.trainable_variables]
+    non_trainable = [w.numpy() for w in traced.non_trainable_variables]
     as_list = isinstance(keras_model.input, (list, tuple))
 
     def fn(*inputs):
-        out, _ = keras_model.stateless_call(
+        out, _ = traced.stateless_call(
             [tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
             list(inputs) if as_list else inputs[0])
         return _named(output_names, out)

@@ -20,7 +20,8 @@ from rbqe_tf.litert.flatbuffer import is_constant, operators, pack
 # Ops whose constants do not depend on the tile (weights, paddings, axes).
 TILE_FREE_OPS = frozenset({
     "ADD", "MUL", "SUB", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "LOGISTIC",
-    "MEAN", "PAD", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE", "TRANSPOSE_CONV"})
+    "MEAN", "PAD", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE", "TRANSPOSE_CONV",
+    "DEPTH_TO_SPACE"})
 
 
 def _scaled(shape, factor):

@@ -12,7 +12,9 @@ implements, with the constraints that matter for this network:
 - weights, paddings, reduction axes, slice bounds and reshape targets are constants;
 - ADD/SUB/MUL/DIV/MAXIMUM/MINIMUM have exactly two inputs;
 - fused activations are NONE, RELU, RELU_N1_TO_1, RELU6 or TANH;
-- STRIDED_SLICE has positive strides and no ellipsis/new-axis/shrink masks.
+- STRIDED_SLICE has positive strides and no ellipsis/new-axis/shrink masks;
+- DEPTH_TO_SPACE has a block size above 1 (TensorFlow's
+  ``tensorflow/lite/tools/versioning/gpu_compatibility.cc`` refuses 1 as a no-op).
 
 A DEQUANTIZE of a constant (fp16 weights) counts as a constant, as the delegate folds it.
 
@@ -30,7 +32,8 @@ _FUSED_OK = {schema.ActivationFunctionType.NONE, schema.ActivationFunctionType.R
              schema.ActivationFunctionType.TANH}
 _BINARY = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"}
 _UNARY = {"LOGISTIC", "RELU", "RELU6", "TANH", "ABS", "RSQRT", "SQRT", "LOG", "EXP",
-          "AVERAGE_POOL_2D", "MAX_POOL_2D", "QUANTIZE", "DEQUANTIZE", "CONCATENATION"}
+          "AVERAGE_POOL_2D", "MAX_POOL_2D", "QUANTIZE", "DEQUANTIZE", "CONCATENATION",
+          "DEPTH_TO_SPACE"}
 # Inputs (by position) that must be constants.
 _CONSTANT_INPUTS = {"CONV_2D": (1,), "DEPTHWISE_CONV_2D": (1,), "TRANSPOSE_CONV": (0, 1),
                     "PAD": (1,), "MEAN": (1,), "SUM": (1,), "RESHAPE": (1,),
@@ -115,4 +118,6 @@ def gpu_problems(data):
             if strides is not None and strides.data is not None and (
                     np.frombuffer(bytes(strides.data), np.int32) <= 0).any():
                 problems.append(f"{where}: strides must be positive")
+        if name == "DEPTH_TO_SPACE" and options.blockSize <= 1:
+            problems.append(f"{where}: block size {options.blockSize} is not above 1")
     return problems
