@@ -15,10 +15,10 @@ def stats_ms(seconds):
             "p90_ms": float(np.percentile(ms, 90)), "mean_ms": float(ms.mean())}
 
 
-def time_round_robin(calls, runs, warmup):
+def round_robin_seconds(calls, runs, warmup):
     """``calls``: name → no-argument callable. Runs each ``warmup`` times, then ``runs``
     timed rounds in which every callable runs once (so all see the same background
-    load) → name → :func:`stats_ms`."""
+    load) → name → list of durations in seconds."""
     for _ in range(warmup):
         for fn in calls.values():
             fn()
@@ -28,7 +28,12 @@ def time_round_robin(calls, runs, warmup):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: stats_ms(t) for name, t in times.items()}
+    return times
+
+
+def time_round_robin(calls, runs, warmup):
+    """:func:`round_robin_seconds` → name → :func:`stats_ms`."""
+    return {name: stats_ms(t) for name, t in round_robin_seconds(calls, runs, warmup).items()}
 
 
 def peak_rss_mb(status_path="/proc/self/status"):

@@ -10,11 +10,10 @@ per-op times (``python -m export.benchmark --print_commands --profile``).
 """
 import os
 import tempfile
-import time
 
 import numpy as np
 
-from rbqe_tf.harness.latency import stats_ms
+from rbqe_tf.harness.latency import round_robin_seconds, stats_ms
 from rbqe_tf.harness.op_macs import bytes_of, macs_of
 from rbqe_tf.litert.flatbuffer import is_constant, operators, pack
 from rbqe_tf.litert.interpreter import make_interpreter
@@ -98,7 +97,7 @@ def time_ops(path, thread_counts=(2,), runs=5, warmup=1, xnnpack=True, max_live_
                         calls.pop((index, n), None)
                     continue
                 ops.append({"index": index, "op": name, "macs": macs, "seconds": {}})
-            times = _round_robin_seconds(calls, runs, warmup)
+            times = round_robin_seconds(calls, runs, warmup)
             for n in thread_counts:
                 whole_s[n] += times[("whole", n)]
             for o in ops:
@@ -107,19 +106,6 @@ def time_ops(path, thread_counts=(2,), runs=5, warmup=1, xnnpack=True, max_live_
                         o["seconds"][n] = times[(o["index"], n)]
             del calls, times  # the group's interpreters go before the next group's come
     return whole_s, ops, failed
-
-
-def _round_robin_seconds(calls, runs, warmup):
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    times = {name: [] for name in calls}
-    for _ in range(runs):
-        for name, fn in calls.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def profile(path, num_threads=2, runs=5, warmup=1, xnnpack=True):
