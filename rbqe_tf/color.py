@@ -12,6 +12,7 @@ _RGB_TO_YCBCR = np.array(
      [112.0, -93.786, -18.214]]) / 255.0
 _OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 _YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+STRIP_PIXELS = 1 << 20  # colour put back this many pixels at a time (enhance_through_y)
 
 
 def rgb_to_ycbcr(rgb):
@@ -43,8 +44,9 @@ def enhance_through_y(image, enhance_y):
     (clipped to [0, 1]; NaN or ±inf is a ValueError). ``enhance_y(y)`` gets float32
     Y [H, W] in [0, 1] and returns ``(y_out, *extra)``. Colour keeps Cb, Cr and
     alpha: RGB out = RGB + ΔY · (column Y of the inverse transform), the same as
-    converting to YCbCr, replacing Y and converting back, but in float32 one
-    channel at a time (a 50-megapixel image needs no float64 copies). The output
+    converting to YCbCr, replacing Y and converting back, but in float32, one channel
+    and one strip of STRIP_PIXELS at a time (whole-image float planes of ΔY and a
+    channel were most of a large photo's memory; every step is per pixel). The output
     has the input's shape and dtype (integers rounded).
     """
     image, shape, scale, channel = _planes(image)
@@ -54,10 +56,14 @@ def enhance_through_y(image, enhance_y):
     if image.ndim == 2:
         _store(out, y_out, scale)
         return out.reshape(shape), *extra
-    delta = np.asarray(y_out, np.float32) - y
-    del y
-    for c in range(3):
-        _store(out[:, :, c], channel(c) + np.float32(_YCBCR_TO_RGB[c, 0]) * delta, scale)
+    y_out = np.asarray(y_out, np.float32)
+    step = max(1, STRIP_PIXELS // image.shape[1])
+    for start in range(0, image.shape[0], step):
+        rows = slice(start, start + step)
+        delta = y_out[rows] - y[rows]
+        for c in range(3):
+            _store(out[rows, :, c],
+                   channel(c, rows) + np.float32(_YCBCR_TO_RGB[c, 0]) * delta, scale)
     out[:, :, 3:] = image[:, :, 3:]
     return out, *extra
 
@@ -77,7 +83,8 @@ def unchanged(image):
 
 def _planes(image):
     """Checked image → (image as 2-D or [H, W, 3|4], original shape, white value,
-    ``channel(c)``: float32 plane c in [0, 1], or the gray plane for ``c=None``)."""
+    ``channel(c, rows)``: float32 plane c in [0, 1], or the gray plane for ``c=None``,
+    of ``rows`` (a slice; all by default))."""
     image = np.asarray(image)
     shape = image.shape
     if image.ndim == 3 and image.shape[2] == 1:
@@ -91,8 +98,8 @@ def _planes(image):
     if floats and not np.isfinite(image).all():
         raise ValueError("image has NaN or infinite samples")
 
-    def channel(c=None):
-        plane = image if c is None else image[:, :, c]
+    def channel(c=None, rows=slice(None)):
+        plane = image[rows] if c is None else image[rows, :, c]
         plane = plane.astype(np.float32) / np.float32(scale)
         return np.clip(plane, 0.0, 1.0, out=plane) if floats else plane
 

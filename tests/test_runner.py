@@ -318,12 +318,12 @@ def test_exit_files_beyond_models_mb_are_closed_and_reopened(export_tiny, capsys
                                          ((33, 50, 3), np.float32)])
 def test_colour_put_back_in_strips_is_the_whole_image_computation(shape, dtype, export_tiny,
                                                                      monkeypatch):
-    from rbqe_tf.litert import runner
+    from rbqe_tf import color
     image = _image(shape, seed=4, dtype=np.uint16 if dtype == np.uint16 else np.uint8)
     image = (image / np.float32(255)).astype(dtype) if dtype == np.float32 else image
     model = Runner(export_tiny("int8_full_int8_io"))
     whole = {k: model(image, exit=k).image for k in (2, None)}
-    monkeypatch.setattr(runner, "STRIP_PIXELS", 7 * shape[1] // 4)  # 1-row strips
+    monkeypatch.setattr(color, "STRIP_PIXELS", 7 * shape[1] // 4)  # 1-row strips
     for k, expected in whole.items():
         got = model(image, exit=k).image
         assert got.dtype == expected.dtype

@@ -18,7 +18,6 @@ the channels followed by depth-to-space (:class:`SubpixelUpsampling`): XNNPACK r
 transposed convolution as four small-K sub-convolutions and the 1×1 one on its GEMM
 (docs/export.md, "Graph rewrites"); the trace check compares with the unrewritten model.
 """
-import ctypes
 import dataclasses
 import gc
 
@@ -28,6 +27,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from rbqe_tf.conversion.score_graph import patch_maps
+from rbqe_tf.litert.interpreter import return_freed_memory
 from rbqe_tf.model import RBQE, feature_name, stage_feature_keys
 
 TRACE_TOLERANCE = 1e-5
@@ -56,10 +56,7 @@ def release_memory():
     in reference cycles until a collection, and glibc keeps the freed memory of every
     thread's arena until asked to hand it back (no-op elsewhere)."""
     gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    return_freed_memory()
 
 
 def fixed_tile_model(model, tile):

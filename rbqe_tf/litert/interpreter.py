@@ -12,6 +12,7 @@ hundreds of MB of features per 512² tile from stage to stage, and copying every
 out (``get_tensor``) and in again (``set_tensor``) cost as much as a stage's compute
 (docs/export.md, "The runner").
 """
+import ctypes
 import dataclasses
 import os
 import weakref
@@ -78,6 +79,16 @@ def make_interpreter(model_path, num_threads, xnnpack=True, delegates=(), conten
     if allocate:
         interpreter.allocate_tensors()
     return interpreter
+
+
+def return_freed_memory():
+    """glibc keeps freed heap pages (a closed interpreter's, a conversion's) for reuse;
+    hands them back to the system, so that what a process holds is what it uses and the
+    next file's footprint is measured, not hidden by reuse (no-op elsewhere)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class TFLiteModel:

@@ -43,13 +43,11 @@ from ai_edge_litert.interpreter import load_delegate
 
 from rbqe_tf import color, tiling
 from rbqe_tf.gain import decide, read_predictor
-from rbqe_tf.litert.interpreter import Value, open_model
+from rbqe_tf.litert.interpreter import Value, open_model, return_freed_memory
 from rbqe_tf.litert.manifest import ManifestError, checked_bytes, checked_entry, read_manifest
 from rbqe_tf.litert.stages import iterate_stages
 
 DECISIONS = ("gain", "image", "tile")
-# Colour is put back in strips of about this many pixels (see Runner._enhance).
-STRIP_PIXELS = 1 << 20
 
 
 @dataclasses.dataclass
@@ -115,15 +113,6 @@ def resident_bytes():
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError, AttributeError):
         return None
-
-
-def _return_freed_memory():
-    """glibc keeps freed heap pages (a closed interpreter's smaller buffers) for reuse;
-    hand them back so the next file's footprint is measured, not hidden by reuse."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Runner:
@@ -221,7 +210,7 @@ class Runner:
         while open_exits and (need is None or any(n not in self.footprints for n in open_exits)
                               or sum(self.footprints[n] for n in open_exits) + need > budget):
             del self._models[open_exits.pop(0)]
-            _return_freed_memory()
+            return_freed_memory()
 
     @property
     def stages(self):
@@ -274,24 +263,9 @@ class Runner:
         if exit == 0:
             out, exits, scores = color.unchanged(image), [0], [[]]
         else:
-            out, exits, scores = self._enhance(image, exit)
+            out, exits, scores = color.enhance_through_y(
+                image, lambda y: self.enhance_y(y, exit))
         return RunResult(out, exits, scores, (time.perf_counter() - start) * 1e3, gains)
-
-    def _enhance(self, image, exit):
-        """:func:`rbqe_tf.color.enhance_through_y` with the colour put back strip by strip:
-        its whole-image float32 planes (Y, ΔY, a channel and its temporaries at once) were
-        most of a large photo's memory. Every step is per pixel, so the result is the same."""
-        image = np.asarray(image)
-        if (image.ndim != 3 or image.shape[2] not in (3, 4)
-                or image.shape[0] * image.shape[1] <= 4 * STRIP_PIXELS):
-            return color.enhance_through_y(image, lambda y: self.enhance_y(y, exit))
-        y_out, exits, scores = self.enhance_y(color.luma(image), exit)
-        out = np.empty_like(image)
-        rows = max(1, STRIP_PIXELS // image.shape[1])
-        for r in range(0, image.shape[0], rows):
-            out[r:r + rows] = color.enhance_through_y(
-                image[r:r + rows], lambda _, r=r: (y_out[r:r + rows],))[0]
-        return out, exits, scores
 
 
 def _feature_bytes(manifest):
