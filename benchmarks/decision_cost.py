@@ -1,6 +1,6 @@
 """Cost of the gain decision (``rbqe_tf.gain.decide``, NumPy) with NumPy's BLAS on its
-default thread count and on one thread (``rbqe_tf.litert.runner.one_blas_thread``, what the
-runner uses), interleaved in one run, beside the export's exit files for scale.
+default thread count and on one thread (``rbqe_tf.gain.one_blas_thread``, what ``decide``
+uses), interleaved in one run, beside the export's exit files for scale.
 
     python -m benchmarks.decision_cost --models runs/edge/int8_512 [--sizes 256,512] [--json OUT]
 
@@ -17,7 +17,7 @@ from rbqe_tf.files import write_text
 from rbqe_tf.gain import decide
 from rbqe_tf.harness.latency import time_round_robin
 from rbqe_tf.litert.interpreter import Value
-from rbqe_tf.litert.runner import Runner, one_blas_thread
+from rbqe_tf.litert.runner import Runner
 
 
 def main(argv=None):
@@ -38,13 +38,14 @@ def main(argv=None):
     for size in (int(s) for s in a.sizes.split(",")):
         image = (np.random.default_rng(size).random((size, size)) * 255).astype(np.uint8)
 
+        def default():
+            return decide(runner.predictor, runner.gain, image, one_thread=False)
+
         def one_thread():
-            with one_blas_thread():
-                return decide(runner.predictor, runner.gain, image)
-        if one_thread() != decide(runner.predictor, runner.gain, image):
+            return decide(runner.predictor, runner.gain, image)
+        if one_thread() != default():
             raise SystemExit("error: the decision differs with one BLAS thread")
-        calls = {"default": lambda: decide(runner.predictor, runner.gain, image),
-                 "one_thread": one_thread,
+        calls = {"default": default, "one_thread": one_thread,
                  **{name: (lambda m=m: m.run({"y": Value(y)})) for name, m in exits.items()}}
         stats = time_round_robin(calls, a.runs, 2)
         rows.append({"size": size, "tile": runner.tile, **stats,

@@ -24,7 +24,11 @@ The head is a two-layer perceptron on the standardised features (weights in
 Keras ``Enhancer``, the evaluator and the TensorFlow-free runner take the same decision
 from the same numbers, whatever precision the stages run in.
 """
+import contextlib
+import ctypes
+import glob
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -306,17 +310,55 @@ def choose_exits(gains, margin, tolerance, gate=None):
     return np.where(gate >= margin, first, 0)
 
 
-def decide(predictor, rule, image):
+def _openblas():
+    """(get, set) of the thread count of the OpenBLAS that NumPy's wheel bundles, or None
+    (another BLAS, or none found: the decision then runs as NumPy is set up)."""
+    libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(np.__file__)),
+                                  "numpy.libs", "*openblas*"))
+    for path in libs:
+        lib = ctypes.CDLL(path)  # the library NumPy already loaded (dlopen shares it)
+        for get, set_ in (("scipy_openblas_get_num_threads64_",
+                           "scipy_openblas_set_num_threads64_"),
+                          ("openblas_get_num_threads", "openblas_set_num_threads")):
+            if hasattr(lib, get) and hasattr(lib, set_):
+                return getattr(lib, get), getattr(lib, set_)
+    return None
+
+
+_OPENBLAS = _openblas()
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """NumPy's BLAS on one thread for the block. The gain decision's matrix products are
+    small (a 64-point DCT per 8×8 block); OpenBLAS splits them over every core, and on
+    a busy CPU its threads' hand-off costs far more than the product (measured in
+    docs/benchmarks.md)."""
+    if _OPENBLAS is None:
+        yield
+        return
+    get, set_ = _OPENBLAS
+    threads = get()
+    set_(1)
+    try:
+        yield
+    finally:
+        set_(threads)
+
+
+def decide(predictor, rule, image, one_thread=True):
     """(exit, predicted gains) of the gain rule ``rule`` {"margin", "tolerance"} for an
     image array (gray, RGB or RGBA, as :func:`rbqe_tf.color.luma` takes); exit 0 and no
-    gains when the image holds no whole 8×8 block."""
+    gains when the image holds no whole 8×8 block. ``one_thread``: NumPy's BLAS on one
+    thread meanwhile (:func:`one_blas_thread`), else on its own setting."""
     image = np.asarray(image)
     colour = image.ndim == 3 and image.shape[2] in (3, 4)
     y = _sampled_luma(image)
-    f = None if y is None else _features(y, colour)
-    if f is None:
-        return 0, []
-    gains, gate = predictor.predict(f)
+    with one_blas_thread() if one_thread else contextlib.nullcontext():
+        f = None if y is None else _features(y, colour)
+        if f is None:
+            return 0, []
+        gains, gate = predictor.predict(f)
     k = choose_exits(gains[None], rule["margin"], rule["tolerance"], [gate])[0]
     return int(k), [float(g) for g in gains]
 

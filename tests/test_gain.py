@@ -139,6 +139,28 @@ def test_colour_luma_maps_back_to_the_coded_range():
     np.testing.assert_allclose(gain.features(studio, colour=True), gain.features(y), atol=1e-6)
 
 
+def test_decide_runs_blas_on_one_thread_and_restores_the_count():
+    """Both the Keras Enhancer and the runner decide through decide; OpenBLAS's thread
+    hand-off costs more than the decision's small products on a busy CPU."""
+    if gain._OPENBLAS is None:
+        pytest.skip("NumPy here does not bundle OpenBLAS")
+    get, set_ = gain._OPENBLAS
+    before = get()
+    set_(2)
+    seen = []
+    predictor = _predictor([0.3, 0.2, 0.0, 0.0, 0.0])
+    predict = predictor.predict
+    predictor.predict = lambda f: (seen.append(get()), predict(f))[1]
+    image = np.random.default_rng(4).integers(0, 256, (300, 260), dtype=np.uint8)
+    rule = {"margin": 0.1, "tolerance": 0.0}
+    try:
+        assert gain.decide(predictor, rule, image) == gain.decide(
+            predictor, rule, image, one_thread=False)
+        assert seen == [1, 2] and get() == 2
+    finally:
+        set_(before)
+
+
 def test_rule_by_hand():
     gains = np.array([[-0.5, -0.2, -0.1, -0.3, -0.4],   # nothing gains: exit 0
                       [0.50, 0.90, 1.00, 0.98, 0.70],   # 0.98 ≥ 1.0 − 0.05 but exit 3 first

@@ -272,23 +272,12 @@ def test_stage_hand_over_without_copies_matches_copies(export_tiny):
     # still holds views of its outputs, which must be copied out first.
     runs = [iterate_stages(stages, y) for y in tiles]
     for k in range(len(stages)):
-        for run, want in zip(runs, expected):
-            np.testing.assert_array_equal(next(run).data, want[k])
+        for tile_run, want in zip(runs, expected):
+            np.testing.assert_array_equal(next(tile_run).data, want[k])
     del runs
     for y, want in zip(tiles, expected):  # one tile alone, then the models run again
         for got, exit_k in zip(iterate_stages(stages, y), want):
             np.testing.assert_array_equal(got.data, exit_k)
-
-
-def test_the_gain_decision_runs_on_one_blas_thread_and_restores_the_count():
-    from rbqe_tf.litert import runner
-    if runner._OPENBLAS is None:
-        pytest.skip("NumPy here does not bundle OpenBLAS")
-    get, _ = runner._OPENBLAS
-    before = get()
-    with runner.one_blas_thread():
-        assert get() == 1
-    assert get() == before
 
 
 def test_exit_files_beyond_models_mb_are_closed_and_reopened(export_tiny, capsys, tmp_path):

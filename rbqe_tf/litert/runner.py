@@ -31,10 +31,7 @@ Colour images are enhanced on BT.601 Y with chroma and alpha kept
 (:func:`rbqe_tf.color.enhance_through_y`, NumPy only); 8/16-bit and float samples
 come back in their own type, as with ``rbqe_tf.enhancer``.
 """
-import contextlib
-import ctypes
 import dataclasses
-import glob
 import os
 import time
 
@@ -64,42 +61,6 @@ class RunResult:
     def exit(self):
         """The image's exit (the deepest one taken by any group)."""
         return max(self.exits)
-
-
-def _openblas():
-    """(get, set) of the thread count of the OpenBLAS that NumPy's wheel bundles, or None
-    (another BLAS, or none found: the decision then runs as NumPy is set up)."""
-    libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(np.__file__)),
-                                  "numpy.libs", "*openblas*"))
-    for path in libs:
-        lib = ctypes.CDLL(path)  # the library NumPy already loaded (dlopen shares it)
-        for get, set_ in (("scipy_openblas_get_num_threads64_",
-                           "scipy_openblas_set_num_threads64_"),
-                          ("openblas_get_num_threads", "openblas_set_num_threads")):
-            if hasattr(lib, get) and hasattr(lib, set_):
-                return getattr(lib, get), getattr(lib, set_)
-    return None
-
-
-_OPENBLAS = _openblas()
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """NumPy's BLAS on one thread for the block. The gain decision's matrix products are
-    small (a 64-point DCT per 8×8 block); OpenBLAS splits them over every core, and on
-    a busy CPU its threads' hand-off costs far more than the product (measured in
-    docs/benchmarks.md)."""
-    if _OPENBLAS is None:
-        yield
-        return
-    get, set_ = _OPENBLAS
-    threads = get()
-    set_(1)
-    try:
-        yield
-    finally:
-        set_(threads)
 
 
 def _load_delegates(path):
@@ -258,8 +219,7 @@ class Runner:
         start = time.perf_counter()
         gains = []
         if exit is None and self.decision == "gain":
-            with one_blas_thread():
-                exit, gains = decide(self.predictor, self.gain, image)
+            exit, gains = decide(self.predictor, self.gain, image)
         if exit == 0:
             out, exits, scores = color.unchanged(image), [0], [[]]
         else:
