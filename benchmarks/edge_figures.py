@@ -16,7 +16,9 @@ timed by the harness (``rbqe_tf.harness.op_profile``), or ``benchmark_model
 --enable_op_profiling`` when ``--benchmark_model`` is given. With ``--mixed DIR`` the
 harness's early-exit figures come from lossless photos JPEG-coded at QF 10–95 and left
 uncompressed (``rbqe_tf.harness.images.mixed_set``; use training images), through the
-decision the export ships. The target configuration also gets the stage hand-over
+decision the export ships. With ``--baseline DIR`` the target configuration's files are
+timed in the same rounds as those of another export (the one before a change), so the
+page's before/after ratios share one run's load. The target configuration also gets the stage hand-over
 comparison (``benchmarks.stage_handover``), the gain decision's cost
 (``benchmarks.decision_cost``) and, with ``--memory_shapes``, the runner's
 peak RSS in a fresh process per image shape (``benchmarks.large_images``).
@@ -74,6 +76,9 @@ def _parser():
     p.add_argument("--calib_tile", type=int, default=256,
                    help="int8: calibrate at this tile and re-shape to --tile (default 256)")
     p.add_argument("--val_images", type=int, default=1)
+    p.add_argument("--baseline", help="another export of the target configuration (e.g. "
+                   "the one before a change), timed in the same rounds as the new one: "
+                   "export.benchmark --baseline; the page gets the ratios new / baseline")
     p.add_argument("--benchmark_model", help="benchmark_model binary for an op-level profile")
     p.add_argument("--peak_gmacs", type=float, default=115.0,
                    help="this CPU's peak in GMAC/s (default 115: " + PEAK_NOTE + ")")
@@ -144,8 +149,9 @@ def ensure_export(args, mode):
     return folder
 
 
-def tflite_run(args, folder, threads, profile=None):
-    """One export.benchmark run (with an op profile of model ``profile``) → its JSON."""
+def tflite_run(args, folder, threads, profile=None, baseline=None):
+    """One export.benchmark run (with an op profile of model ``profile``, interleaved
+    with the export ``baseline``) → its JSON."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "b.json")
         cmd = [sys.executable, "-m", "export.benchmark", "--models", folder, "--threads",
@@ -153,6 +159,8 @@ def tflite_run(args, folder, threads, profile=None):
                "--json", path]
         if profile:
             cmd += ["--op_profile", profile]
+        if baseline:
+            cmd += ["--baseline", baseline]
         if args.images:
             cmd += ["--images", args.images]
         if args.mixed:
@@ -332,9 +340,9 @@ def markdown(res):
         lines += ["", "## Gain decision cost (`python -m benchmarks.decision_cost`, one "
                   "interleaved run)", "",
                   "The float NumPy predictor the export ships, on a random gray image. NumPy's "
-                  "bundled OpenBLAS splits its small DCT products over both cores; the runner "
-                  "keeps it on one thread for the decision "
-                  "(`rbqe_tf.litert.runner.one_blas_thread`; same decisions, checked).", "",
+                  "bundled OpenBLAS splits its small DCT products over both cores; the decision "
+                  "keeps it on one thread, in the runner and the Keras `Enhancer` alike "
+                  "(`rbqe_tf.gain.one_blas_thread`; same decisions, checked).", "",
                   "| image | default BLAS threads ms | one thread ms | ratio |",
                   "|---|---|---|---|"]
         for r in decision["rows"]:
@@ -362,6 +370,7 @@ def markdown(res):
             lines.append(f"| {TARGET_LABELS.get(name, name)} | "
                          f"{_f(v['value'], 1 if v['limit'] >= 10 else 3)} | "
                          f"≤ {v['limit']:g} | {met} |")
+    lines += baseline_lines(res)
     prof = res.get("profile")
     if prof and prof["ops"]:
         lines += ["", f"## Op-level profile of {prof['model']} ({prof['config']}; "
@@ -382,6 +391,21 @@ def markdown(res):
               "`--tile 256`, `--runs`, `--nokeras`, `--images DIR`. This run took "
               f"{res['seconds']:.0f} s (exports included: {res['export_seconds']:.0f} s)."]
     return "\n".join(lines) + "\n"
+
+
+def baseline_lines(res):
+    """The before/after table: every file of the target configuration against the
+    ``--baseline`` export's file of the same name, timed in the same rounds."""
+    base = res["raw"][res["targets"]["key"]].get("baseline") if res.get("targets") else None
+    if not base:
+        return []
+    lines = ["", f"## Before / after ({res['targets']['config']}; `--baseline "
+             f"{base['folder']}`, both exports' files timed in the same rounds)", "",
+             "| file | new ms | baseline ms | new / baseline |", "|---|---|---|---|"]
+    for name, r in base["models"].items():
+        lines.append(f"| {name} | {r['median_ms']:.1f} | {r['baseline_median_ms']:.1f} | "
+                     f"{r['ratio']:.3f} |")
+    return lines
 
 
 TARGET_LABELS = {
@@ -479,8 +503,10 @@ def main(argv=None):
     for m in modes:
         last = f"exit_{read_manifest(folders[m])['num_exits']}"
         for t in threads:
-            profiled = m == target_mode and t == max(threads) and not args.benchmark_model
-            bench = tflite_run(args, folders[m], t, last if profiled else None)
+            target = m == target_mode and t == max(threads)
+            profiled = target and not args.benchmark_model
+            bench = tflite_run(args, folders[m], t, last if profiled else None,
+                               args.baseline if target else None)
             res["raw"][f"{m}_t{t}"] = bench
             res["configs"][f"{m} t{t}"] = _summary(bench)
             if profiled:

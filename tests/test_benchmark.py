@@ -147,6 +147,20 @@ def test_harness_on_an_image_folder_counts_tiles(tmp_path, export_tiny):
     assert ee["always_last_macs_per_image"] == (4 + 1) / 2 * per_exit[-1]
 
 
+def test_edge_figures_before_after_table_from_a_baseline_run():
+    from benchmarks import edge_figures
+    base = {"folder": "old", "models": {"exit_5": {"median_ms": 90.0, "baseline_median_ms": 120.0,
+                                                   "ratio": 0.75}}}
+    res = {"targets": {"config": "int8, 2 threads", "key": "int8_t2"},
+           "raw": {"int8_t2": {"baseline": base}}}
+    lines = edge_figures.baseline_lines(res)
+    assert "| exit_5 | 90.0 | 120.0 | 0.750 |" in lines
+    assert any(line.startswith("## Before / after (int8, 2 threads; `--baseline old`")
+               for line in lines)
+    res["raw"]["int8_t2"]["baseline"] = None  # export.benchmark without --baseline
+    assert edge_figures.baseline_lines(res) == []
+
+
 @pytest.mark.slow
 def test_mixed_set_with_a_baseline_export(tmp_path, export_tiny):
     folder = export_tiny("fp32")
