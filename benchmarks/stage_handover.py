@@ -18,7 +18,11 @@ Per exit k, on a random tile, each round times (medians over ``--runs`` rounds):
 Ratios are to ``monolithic``. Then ``runner_own_ms``: the runner's own work around the
 file (padding, quantizing, stitching, colour), timed with the file's ``invoke`` replaced
 by a no-op — a few ratios of two noisy medians cannot resolve it under load.
-TensorFlow-free (ai-edge-litert + NumPy).
+
+``--op_types``: where the stage files' extra time goes — every op of the last exit's
+monolithic file and of stages 1..K timed alone as one-op models
+(``rbqe_tf.harness.op_profile``), summed by op type, side by side. TensorFlow-free
+(ai-edge-litert + NumPy).
 """
 import argparse
 import json
@@ -29,7 +33,9 @@ import numpy as np
 
 from rbqe_tf.files import write_text
 from rbqe_tf.harness.latency import peak_rss_mb, time_round_robin
+from rbqe_tf.harness.op_profile import profile
 from rbqe_tf.litert.interpreter import Value
+from rbqe_tf.litert.manifest import checked_path
 from rbqe_tf.litert.runner import Runner
 from rbqe_tf.litert.stages import iterate_stages
 
@@ -41,12 +47,36 @@ def _copies(stages, y):
     return values["exit"]
 
 
+def _op_types(a, runner):
+    """{"exit": by type, "stages": by type summed over stages 1..K} of one-op model times."""
+    k = runner.num_exits
+
+    def by_type(name):
+        path = checked_path(runner.folder, runner.manifest, name)
+        return profile(path, a.threads, a.runs, a.warmup)["by_type"]
+    monolithic, stages = by_type(f"exit_{k}"), {}
+    for s in range(1, k + 1):
+        for op, t in by_type(f"stage_{s}").items():
+            total = stages.setdefault(op, {"count": 0, "ms": 0.0})
+            total["count"] += t["count"]
+            total["ms"] += t["ms"]
+    print(f"op type | exit_{k} ops | exit_{k} ms | stages 1..{k} ops | stages ms | extra ms")
+    none = {"count": 0, "ms": 0.0}
+    for op in sorted(set(monolithic) | set(stages), key=lambda o: -stages.get(o, none)["ms"]):
+        m, s = monolithic.get(op, none), stages.get(op, none)
+        print(f"{op} | {m['count']} | {m['ms']:.1f} | {s['count']} | {s['ms']:.1f} | "
+              f"{s['ms'] - m['ms']:+.1f}")
+    return {"exit": monolithic, "stages": stages}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", required=True, help="export folder (python -m export.tflite)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--op_types", action="store_true",
+                   help="also time the last exit's and the stages' ops by type (one-op models)")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args(argv)
     runner, staged = (Runner(a.models, num_threads=a.threads) for _ in range(2))
@@ -85,12 +115,14 @@ def main(argv=None):
             f"{stats[n]['median_ms']:.1f} ({row[n + '_ratio']:.3f})"
             for n in ("copies", "views", "invokes", "runner", "runner_staged"))
               + f" | {row['runner_own_ms']:.2f}", flush=True)
+    op_types = _op_types(a, runner) if a.op_types else None
     rss, source = peak_rss_mb()
     result = {"command": "python -m benchmarks.stage_handover " + " ".join(argv or []),
               "models": a.models, "quantize": runner.manifest["quantize"], "tile": tile,
               "threads": a.threads, "runs": a.runs, "warmup": a.warmup,
               "load_average_1min": os.getloadavg()[0], "platform": platform.platform(),
-              "peak_rss_mb": rss, "rss_source": source, "exits": rows}
+              "peak_rss_mb": rss, "rss_source": source, "exits": rows,
+              "op_types": op_types}
     if a.json:
         write_text(a.json, json.dumps(result, indent=1) + "\n")
     return 0

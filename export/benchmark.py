@@ -1,8 +1,9 @@
 """``python -m export.benchmark --models DIR --json OUT.json``: what early exit saves,
 measured on this device (ai-edge-litert + NumPy; OpenCV only for the image set).
 
-1. Every model file: ``--warmup`` untimed then ``--runs`` timed invokes (files taken
-   round-robin) → min / median / p90 ms, and GMAC/s from the manifest's MACs.
+1. Every model file: ``--warmup`` untimed then ``--runs`` timed invokes (each file in
+   its own rounds, alternating with its ``--baseline`` twin) → min / median / p90 ms,
+   and GMAC/s from the manifest's MACs.
 2. Each exit k: the monolithic ``exit_k`` vs stages 1..k run as the runner runs them
    (``rbqe_tf.litert.stages``, features passed on), timed alternately → ratio; and the stage
    files' invokes alone, which separates their compute from passing features on.
@@ -20,8 +21,9 @@ measured on this device (ai-edge-litert + NumPy; OpenCV only for the image set).
 6. With ``--op_profile exit_5``: time per op and op type (``rbqe_tf.harness.op_profile``).
 
 ``--baseline DIR`` times another export (e.g. the one before a change) in the same
-rounds: every model file both folders hold, and each image of the set through both
-runners, interleaved, so the ratios (medians, new / baseline) share the background load.
+rounds: each model file both folders hold alternately with its twin, and each image of
+the set through both runners, interleaved, so the ratios (medians, new / baseline)
+share the background load.
 
 ``--print_commands`` prints the official ``benchmark_model`` command lines for the
 export instead, and ``--parse_logs DIR`` turns their logs into the same kind of JSON

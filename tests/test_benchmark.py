@@ -115,6 +115,8 @@ def test_edge_figures_page_from_harness_runs(generated_run):
     assert "## Op-level profile of exit_1 (fp32, 1 threads; one-op models" in page
     assert "| CONV_2D | " in page
     assert "python -m benchmarks.edge_figures --tile 64" in page and "115 GMAC/s" in page
+    g = summary["gmacs_per_s"]  # a float configuration: % of the float peak
+    assert f"| {g:.1f} ({100 * g / 115:.1f} %) |" in page
     assert "**Not the issue's setup**" in page and "features 4, tile 64" in page
     row = next(line for line in page.splitlines() if line.startswith("| 5 |"))
     assert f"{summary['exit_ms'][-1]:.1f}" in row
@@ -251,8 +253,16 @@ def test_stage_handover_and_decision_cost_commands(tmp_path, export_tiny, with_g
     folder = export_tiny("int8_full_int8_io")
     out = tmp_path / "h.json"
     assert stage_handover.main(["--models", folder, "--runs", "2", "--warmup", "0",
-                                "--threads", "1", "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["exits"]
+                                "--threads", "1", "--op_types", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = result["exits"]
+    files = read_manifest(folder)["files"]  # op counts as the exporter read them
+    for side, names in (("exit", ["exit_5"]), ("stages", [f"stage_{s}" for s in range(1, 6)])):
+        counts = {}
+        for name in names:
+            for op, n in files[name]["ops"].items():
+                counts[op] = counts.get(op, 0) + n
+        assert {op: t["count"] for op, t in result["op_types"][side].items()} == counts
     assert [r["exit"] for r in rows] == [1, 2, 3, 4, 5]
     for r in rows:
         for name in ("copies", "views", "invokes", "runner", "runner_staged"):
