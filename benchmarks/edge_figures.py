@@ -422,8 +422,8 @@ TARGET_LABELS = {
     "exit_5_ms": "int8 exit 5, ms per 512² tile",
     "exit_1_ms": "int8 exit 1, ms per 512² tile",
     "staged_over_monolithic": "stages 1..k / monolithic exit k, worst k (score decisions)",
-    "runner_known_exit_over_monolithic": "runner with the exit known (gain decision) / "
-                                         "monolithic exit k, worst k",
+    "runner_known_exit_over_monolithic": "runner with the exit known (gain decision): "
+                                         "(exit k + the runner's own work) / exit k, worst k",
     "score_over_full_pass": "quality score / full exit-5 pass",
     "early_exit_over_always_last": "early exit / always exit 5, mixed set, shipped decision",
     "runner_peak_rss_mb": "runner peak RSS at 512² (MiB), worst exit",
@@ -434,8 +434,10 @@ def extra_targets(handover, memory):
     """Targets measured outside export.benchmark: the runner's known-exit path against
     the monolithic file, and the runner's peak RSS at 512²."""
     out = {}
-    if handover:
-        worst = max(r["runner_ratio"] for r in handover["exits"])
+    if handover:  # the runner's own work timed alone: a ratio of two noisy medians
+        # of 25–150 ms cannot resolve its ~1 ms
+        worst = max(1 + r["runner_own_ms"] / r["monolithic"]["median_ms"]
+                    for r in handover["exits"])
         out["runner_known_exit_over_monolithic"] = {"value": worst, "limit": 1.05,
                                                     "met": worst <= 1.05}
     rss = [r["peak_rss_mb"] for r in memory or () if r.get("shape", [])[:2] == [512, 512]]

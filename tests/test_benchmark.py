@@ -104,12 +104,13 @@ def test_edge_figures_page_from_harness_runs(generated_run):
            "configs": {"fp32 t1": summary}, "raw": {"fp32_t1": result},
            "targets": {"config": "fp32, 1 threads", "key": "fp32_t1",
                        "values": {**result["targets"], **edge_figures.extra_targets(
-                           {"exits": [{"runner_ratio": 1.01}, {"runner_ratio": 0.99}]},
+                           {"exits": [{"runner_own_ms": 0.5, "monolithic": {"median_ms": 50.0}},
+                                      {"runner_own_ms": 0.5, "monolithic": {"median_ms": 25.0}}]},
                            [{"shape": [512, 512, 3], "peak_rss_mb": 450.0}])}},
            "profile": {"config": "fp32, 1 threads", **edge_figures.harness_profile(result)}}
     page = edge_figures.markdown(res)
-    assert "| runner with the exit known (gain decision) / monolithic exit k, worst k | " \
-        "1.010 | ≤ 1.05 | yes |" in page
+    assert "| runner with the exit known (gain decision): (exit k + the runner's own work) " \
+        "/ exit k, worst k | 1.020 | ≤ 1.05 | yes |" in page
     assert "| runner peak RSS at 512² (MiB), worst exit | 450.0 | ≤ 400 | no |" in page
     assert f"Early exit: 18 images from `generated` ({result['early_exit']['decision']}" in page
     assert "## Op-level profile of exit_1 (fp32, 1 threads; one-op models" in page
