@@ -30,7 +30,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import time
 import numpy as np
 
 from rbqe_tf.files import write_text
+from rbqe_tf.harness.latency import cpu_info
 
 MODES = {"fp32": "fp32", "fp16": "fp16", "int8": "int8_full_int8_io"}
 PEAK_NOTE = ("2 cores × 3.6 GHz × 32 FP32 FLOP/cycle ≈ 230 GFLOP/s = 115 GMAC/s "
@@ -245,15 +245,6 @@ def _run_merged(cmd):
     proc = subprocess.run(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT)
     return proc.stdout
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f
-                         if line.startswith("model name")), platform.processor())
-    except OSError:
-        return platform.processor() or platform.machine()
 
 
 def _f(value, digits=1):
@@ -492,7 +483,7 @@ def main(argv=None):
     res = {"command": "python -m benchmarks.edge_figures " + shlex.join(
                sys.argv[1:] if argv is None else argv),
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "cpu": _cpu_name(), "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+           "cpu": cpu_info()["model"], "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
            "weights": (os.path.relpath(args.weights, REPO)
                        if args.weights.startswith(REPO + os.sep) else args.weights),
            "tile": args.tile,

@@ -38,7 +38,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from rbqe_tf.conversion.retile import retile
 from rbqe_tf.files import write_text
-from rbqe_tf.harness.latency import time_round_robin
+from rbqe_tf.harness.latency import cpu_info, time_round_robin
 from rbqe_tf.harness.op_macs import bytes_of
 from rbqe_tf.harness.op_profile import time_ops
 from rbqe_tf.litert.flatbuffer import operators, pack
@@ -351,19 +351,6 @@ def build_kernels():
     return {"status": "ok", "library": lib, "families": families}
 
 
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return {}
-    name = re.search(r"model name\s*:\s*(.+)", text)
-    flags = set((re.search(r"flags\s*:\s*(.+)", text) or [None, ""])[1].split())
-    return {"model": name.group(1) if name else None, "cpus": os.cpu_count(),
-            "flags": sorted(flags & {"avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
-                                     "avx512_bf16", "amx_int8"})}
-
-
 # --- command -------------------------------------------------------------------------
 
 def _load_file(folder, name, tile, tmp):
@@ -477,7 +464,7 @@ def main(argv=None):
     result = {"command": "python -m benchmarks.kernel_profile " + " ".join(
                   argv if argv is not None else sys.argv[1:]),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "load_start": os.getloadavg()[0], "cpu": _cpu(), "threads": threads,
+              "load_start": os.getloadavg()[0], "cpu": cpu_info(), "threads": threads,
               "runs": a.runs, "warmup": a.warmup}
     print(f"load average (1 min) {result['load_start']:.1f}; measuring the roof ...",
           file=sys.stderr)

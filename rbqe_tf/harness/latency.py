@@ -1,6 +1,8 @@
-"""Timing statistics, peak memory and a progress line for the benchmark harness
+"""Timing statistics, peak memory, the CPU and a progress line for the benchmark harness
 (standard library + NumPy only, so it runs wherever the runner runs)."""
 import os
+import platform
+import re
 import resource
 import sys
 import time
@@ -34,6 +36,22 @@ def round_robin_seconds(calls, runs, warmup):
 def time_round_robin(calls, runs, warmup):
     """:func:`round_robin_seconds` → name → :func:`stats_ms`."""
     return {name: stats_ms(t) for name, t in round_robin_seconds(calls, runs, warmup).items()}
+
+
+def cpu_info():
+    """{"model", "cpus", "flags"}: the CPU's model name (``/proc/cpuinfo``, else what
+    ``platform`` knows) and the SIMD flags that decide which kernels XNNPACK picks."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    name = re.search(r"model name\s*:\s*(.+)", text)
+    flags = set((re.search(r"flags\s*:\s*(.+)", text) or [None, ""])[1].split())
+    return {"model": name.group(1) if name else platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "flags": sorted(flags & {"avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+                                     "avx512_bf16", "amx_int8"})}
 
 
 def peak_rss_mb(status_path="/proc/self/status"):
