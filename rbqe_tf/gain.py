@@ -130,8 +130,8 @@ def _sample(a):
 
 
 def _block_sums(pixels, grey):
-    """Sums over all 8×8 blocks of ``pixels`` (from :func:`_sample`) → [F'] sums;
-    ``grey`` maps pixels to float64 grey levels, one window at a time."""
+    """Sums over all 8×8 blocks of ``pixels`` (from :func:`_sample`) → ([F'] sums,
+    blocks); ``grey`` maps pixels to float64 grey levels, one window at a time."""
     w = pixels.shape[1] // BLOCK
     energy, zero = np.zeros(BLOCK * BLOCK), np.zeros(BLOCK * BLOCK)
     lattice = np.zeros((4, 2, len(_BASES), BLOCK * BLOCK))
@@ -143,7 +143,8 @@ def _block_sums(pixels, grey):
             _add_sums(c[i:i + CHUNK_BLOCKS], energy, zero, lattice)
     steps = {base / 2 ** p: lattice[p, :, b] for p in range(4) for b, base in enumerate(_BASES)}
     bands = np.stack([steps[q] for q in LATTICE_STEPS], 1) @ _BAND_MATRIX  # [2, steps, bands]
-    return np.concatenate([energy, zero, bands[0].T.ravel(), bands[1].T.ravel()])
+    return (np.concatenate([energy, zero, bands[0].T.ravel(), bands[1].T.ravel()]),
+            pixels.shape[0] // BLOCK * w)
 
 
 def features(y, colour=False):
@@ -168,8 +169,7 @@ def _features(pixels, colour):
     def grey(y):
         y = y.astype(np.float64) if y.dtype == np.uint8 else np.asarray(y, np.float64) * 255.0
         return (y - 16.0) * (255.0 / 219.0) if colour else y
-    sums = _block_sums(pixels, grey)
-    blocks = pixels.shape[0] // BLOCK * (pixels.shape[1] // BLOCK)
+    sums, blocks = _block_sums(pixels, grey)
     n = BLOCK * BLOCK
     return np.concatenate([sums[:2 * n] / blocks, _lattice_ratios(sums, blocks, 0.0)])
 
@@ -201,8 +201,7 @@ def jpeg_derived(y):
     pixels = _sample(np.asarray(y))
     if pixels is None:
         return False
-    sums = _block_sums(pixels, lambda p: np.asarray(p, np.float64))
-    blocks = pixels.shape[0] // BLOCK * (pixels.shape[1] // BLOCK)
+    sums, blocks = _block_sums(pixels, lambda p: np.asarray(p, np.float64))
     return float(_lattice_ratios(sums, blocks, JPEG_DERIVED_PRIOR).max()) > JPEG_DERIVED_LATTICE
 
 
@@ -355,7 +354,7 @@ def decide(predictor, rule, image, one_thread=True):
     colour = image.ndim == 3 and image.shape[2] in (3, 4)
     y = _sampled_luma(image)
     with one_blas_thread() if one_thread else contextlib.nullcontext():
-        f = None if y is None else _features(y, colour)
+        f = _features(y, colour)
         if f is None:
             return 0, []
         gains, gate = predictor.predict(f)

@@ -135,7 +135,6 @@ def accuracy(graphs, stages, gt, comp, exit_model=None):
         model = exit_model(k)
         for n, y in enumerate(comp):
             record(1, k, n, model.run({"y": Value(y[None])})["exit"].float()[0])
-        del model
     report = {"psnr_vs_float": [float(np.mean(v)) for v in vs_float[0]],
               "delta_psnr_lost": [float(np.mean(v)) for v in lost[0]], "pairs": len(comp)}
     if exit_model:

@@ -82,6 +82,7 @@ def time_ops(path, thread_counts=(2,), runs=5, warmup=1, xnnpack=True, max_live_
     with tempfile.TemporaryDirectory() as tmp:
         for group in groups:
             calls = {("whole", n): whole[n].invoke for n in thread_counts}
+            timed = []
             for index, name, macs, op_data in group:
                 op_path = os.path.join(tmp, f"op_{index}.tflite")
                 with open(op_path, "wb") as f:
@@ -96,14 +97,13 @@ def time_ops(path, thread_counts=(2,), runs=5, warmup=1, xnnpack=True, max_live_
                     for n in thread_counts:
                         calls.pop((index, n), None)
                     continue
-                ops.append({"index": index, "op": name, "macs": macs, "seconds": {}})
+                timed.append({"index": index, "op": name, "macs": macs, "seconds": {}})
             times = round_robin_seconds(calls, runs, warmup)
             for n in thread_counts:
                 whole_s[n] += times[("whole", n)]
-            for o in ops:
-                for n in thread_counts:
-                    if (o["index"], n) in times:
-                        o["seconds"][n] = times[(o["index"], n)]
+                for o in timed:
+                    o["seconds"][n] = times[(o["index"], n)]
+            ops += timed
             del calls, times  # the group's interpreters go before the next group's come
     return whole_s, ops, failed
 
